@@ -1,0 +1,1 @@
+"""Offline RL agents for seqeval; see algorithms/base.py for the interface."""

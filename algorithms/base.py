@@ -1,0 +1,246 @@
+"""The agent interface every algorithm implements, and the registry that finds agents by name.
+
+An agent is a frozen config dataclass plus pure, jittable, vmappable functions:
+
+    init(config, key, spaces, stats, total_steps) -> state
+    update(config, state, batch, key)             -> (state, metrics)
+    act(config, state, observations, key, deterministic) -> actions
+    explore(config, state, observations, key)     -> actions      (optional; online phase)
+    score(config, state, batch)                   -> metrics      (optional; prequential signal)
+
+The evaluator only ever calls these functions; it never looks inside a state. Conventions:
+- actions are in [-1, 1] on every axis (the evaluator rescales to the environment's bounds);
+- `state` is a pytree (static parts, such as apply functions, may sit in non-pytree fields);
+- `metrics` is a flat dict of scalar arrays; the evaluator treats any non-finite value as
+  divergence, so report the losses there;
+- all randomness comes from the `key` arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from seqeval.errors import UserError
+
+ENTRY_POINT_GROUP = "seqeval.agents"
+
+# Built-in agents: name -> module defining a module-level `AGENT`. Imported lazily so that a
+# run only pays for the agent it uses.
+BUILTIN_AGENTS: dict[str, str] = {
+    "bc": "algorithms.bc",
+    "td3_bc": "algorithms.td3_bc",
+    "iql": "algorithms.iql",
+    "cql": "algorithms.cql",
+}
+
+
+class Batch(NamedTuple):
+    """A batch of transitions; leading axis is the batch."""
+
+    observations: jax.Array  # (B, observation_dim) float32
+    actions: jax.Array  # (B, action_dim) float32, in [-1, 1]
+    rewards: jax.Array  # (B,) float32
+    next_observations: jax.Array  # (B, observation_dim) float32
+    terminals: jax.Array  # (B,) float32, 1.0 where the episode terminated (not truncated)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spaces:
+    """Static shapes of the problem (hashable, so it can be closed over by jit)."""
+
+    observation_dim: int
+    action_dim: int
+
+
+class DatasetStats(NamedTuple):
+    """Statistics of the whole offline dataset, offered to `init` (a pytree of arrays)."""
+
+    observation_mean: jax.Array  # (observation_dim,)
+    observation_std: jax.Array  # (observation_dim,), already floored away from zero
+    reward_mean: jax.Array  # ()
+    reward_std: jax.Array  # ()
+    episode_return_min: jax.Array  # () smallest return of a complete episode
+    episode_return_max: jax.Array  # () largest return of a complete episode
+
+    @staticmethod
+    def identity(observation_dim: int) -> DatasetStats:
+        """Neutral statistics (no normalisation), for tests and synthetic data."""
+        return DatasetStats(
+            observation_mean=jnp.zeros(observation_dim, jnp.float32),
+            observation_std=jnp.ones(observation_dim, jnp.float32),
+            reward_mean=jnp.float32(0.0),
+            reward_std=jnp.float32(1.0),
+            episode_return_min=jnp.float32(0.0),
+            episode_return_max=jnp.float32(1000.0),
+        )
+
+
+InitFn = Callable[[Any, jax.Array, Spaces, DatasetStats, int], Any]
+UpdateFn = Callable[[Any, Any, Batch, jax.Array], tuple[Any, dict[str, jax.Array]]]
+ActFn = Callable[[Any, Any, jax.Array, jax.Array, bool], jax.Array]
+ExploreFn = Callable[[Any, Any, jax.Array, jax.Array], jax.Array]
+ScoreFn = Callable[[Any, Any, Batch], dict[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """An algorithm: its config class and its pure functions."""
+
+    name: str
+    config_class: type  # a frozen dataclass; every field has a default
+    init: InitFn
+    update: UpdateFn
+    act: ActFn
+    explore: ExploreFn | None = None  # default: act(..., deterministic=False)
+    score: ScoreFn | None = None  # losses on unseen transitions, without training
+    description: str = ""
+
+    def explore_actions(self, config: Any, state: Any, observations: jax.Array,
+                        key: jax.Array) -> jax.Array:
+        """Actions for collecting online data: the agent's own exploration."""
+        if self.explore is not None:
+            return self.explore(config, state, observations, key)
+        return self.act(config, state, observations, key, False)
+
+    def make_config(self, overrides: Mapping[str, str] | None = None) -> Any:
+        """The default config with `overrides` (key -> string value) applied and type-checked."""
+        return make_config(self.config_class, overrides or {}, agent_name=self.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs from strings (command line) and back to JSON.
+
+
+def _parse_value(text: str, annotation: Any, key: str, agent_name: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    bad = UserError(
+        f"agent '{agent_name}': --agent.{key} expects {_type_name(annotation)}, got '{text}'"
+    )
+    if origin in (types.UnionType, typing.Union):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _parse_value(text, arg, key, agent_name)
+            except UserError:
+                continue
+        raise bad
+    if origin is tuple:
+        items = [t for t in text.replace(" ", "").strip("()[]").split(",") if t]
+        inner = args[0] if args else str
+        return tuple(_parse_value(t, inner, key, agent_name) for t in items)
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise bad
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise bad from None
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise bad from None
+    if annotation is str:
+        return text
+    raise bad
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def make_config(config_class: type, overrides: Mapping[str, Any], agent_name: str = "agent"):
+    """Build `config_class` from string (CLI) or already-typed (JSON) override values."""
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    values = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise UserError(f"agent '{agent_name}' has no setting '{key}'; its settings are: {known}")
+        if isinstance(value, str):
+            values[key] = _parse_value(value, hints[key], key, agent_name)
+        elif isinstance(value, list):  # from JSON
+            values[key] = tuple(value)
+        else:
+            values[key] = value
+    return config_class(**values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry.
+
+
+def _agent_from(obj: Any, where: str) -> Agent:
+    if isinstance(obj, types.ModuleType):
+        obj = getattr(obj, "AGENT", None)
+    if not isinstance(obj, Agent):
+        raise UserError(f"{where} is not a seqeval Agent; define AGENT = algorithms.base.Agent(...)")
+    return obj
+
+
+def _load_from_file(spec: str) -> Agent:
+    path_text, _, attribute = spec.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise UserError(f"agent file '{path}' does not exist; use --agent path/to/file.py:NAME")
+    module_name = f"seqeval_user_agent_{abs(hash(path.resolve()))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, attribute):
+        raise UserError(f"agent file '{path}' defines no '{attribute}'; use --agent {path}:NAME")
+    return _agent_from(getattr(module, attribute), f"'{spec}'")
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_agents() -> list[str]:
+    """Names usable with `--agent`: built-ins first, then installed entry points."""
+    builtin = [n for n, m in BUILTIN_AGENTS.items() if importlib.util.find_spec(m) is not None]
+    return builtin + sorted(set(_entry_points()) - set(builtin))
+
+
+def get_agent(name: str) -> Agent:
+    """Find an agent: a built-in name, an entry point name, or `path/to/file.py:NAME`."""
+    if ":" in name and name.rpartition(":")[0].endswith(".py"):
+        return _load_from_file(name)
+    if name in BUILTIN_AGENTS and importlib.util.find_spec(BUILTIN_AGENTS[name]) is not None:
+        return _agent_from(importlib.import_module(BUILTIN_AGENTS[name]), f"agent '{name}'")
+    entry_points = _entry_points()
+    if name in entry_points:
+        return _agent_from(entry_points[name].load(), f"entry point '{name}'")
+    known = ", ".join(available_agents())
+    raise UserError(
+        f"unknown agent '{name}'; choose one of: {known} (or --agent path/to/file.py:NAME)"
+    )

@@ -1,0 +1,1 @@
+"""Environments and local D4RL-style dataset building for seqeval."""
