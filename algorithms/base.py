@@ -178,7 +178,9 @@ def make_config(config_class: type, overrides: Mapping[str, Any], agent_name: st
     for key, value in overrides.items():
         if key not in fields:
             known = ", ".join(sorted(fields))
-            raise UserError(f"agent '{agent_name}' has no setting '{key}'; its settings are: {known}")
+            raise UserError(
+                f"agent '{agent_name}' has no setting '{key}'; its settings are: {known}"
+            )
         if isinstance(value, str):
             values[key] = _parse_value(value, hints[key], key, agent_name)
         elif isinstance(value, list):  # from JSON
@@ -190,7 +192,8 @@ def make_config(config_class: type, overrides: Mapping[str, Any], agent_name: st
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+    items = dataclasses.asdict(config).items()
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in items}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +204,9 @@ def _agent_from(obj: Any, where: str) -> Agent:
     if isinstance(obj, types.ModuleType):
         obj = getattr(obj, "AGENT", None)
     if not isinstance(obj, Agent):
-        raise UserError(f"{where} is not a seqeval Agent; define AGENT = algorithms.base.Agent(...)")
+        raise UserError(
+            f"{where} is not a seqeval Agent; define AGENT = algorithms.base.Agent(...)"
+        )
     return obj
 
 
