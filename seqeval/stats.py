@@ -210,15 +210,11 @@ def _draw_counts(rng: np.random.Generator, size: int, runs: int, tasks: int) -> 
     return flat.reshape(size, tasks, runs).astype(np.float64)
 
 
-def probability_of_improvement_interval(
-    x: np.ndarray,
-    y: np.ndarray,
-    reps: int = DEFAULT_REPS,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> Interval:
-    """P(X > Y) with a stratified-bootstrap CI: runs of X and of Y are redrawn independently
-    within each task (rliable's StratifiedIndependentBootstrap)."""
+def bootstrap_probability_of_improvement(
+    x: np.ndarray, y: np.ndarray, reps: int = DEFAULT_REPS, seed: int = 0
+) -> np.ndarray:
+    """The stratified-bootstrap distribution (reps,) of P(X > Y): runs of X and of Y are
+    redrawn independently within each task (rliable's StratifiedIndependentBootstrap)."""
     x, y = _check_pair(x, y)
     if reps < 1:
         raise ValueError("reps must be at least 1")
@@ -233,7 +229,19 @@ def probability_of_improvement_interval(
         counts_y = _draw_counts(rng, size, ny, tasks)  # (size, tasks, ny)
         per_task = np.einsum("rti,tij,rtj->rt", counts_x, wins, counts_y) / (nx * ny)
         parts.append(per_task.mean(axis=1))
-    low, high = _percentile_interval(np.concatenate(parts), confidence)
+    return np.concatenate(parts)
+
+
+def probability_of_improvement_interval(
+    x: np.ndarray,
+    y: np.ndarray,
+    reps: int = DEFAULT_REPS,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Interval:
+    """P(X > Y) with its stratified-bootstrap percentile CI."""
+    samples = bootstrap_probability_of_improvement(x, y, reps, seed)
+    low, high = _percentile_interval(samples, confidence)
     return Interval(probability_of_improvement(x, y), low, high)
 
 
@@ -305,7 +313,8 @@ def samples_to_fraction(
     baseline), where final is the curve's last score.
 
     On the normalized scale baseline is 0 (random), so this is the first point at 90% of the
-    run's own final score. NaN when no evaluation reaches it (possible only if final < baseline).
+    run's own final score. If final < baseline the target lies above the final score, so it may
+    never be reached: NaN then.
     """
     s, v = _curve(samples, scores)
     target = baseline + fraction * (v[-1] - baseline)
