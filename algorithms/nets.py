@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -62,3 +64,153 @@ def adam(learning_rate: float, total_steps: int | None = None) -> optax.Gradient
 def polyak(target: jax.Array, online: jax.Array, tau: float):
     """Soft target update: target <- (1 - tau) target + tau online (on whole pytrees)."""
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+# ---------------------------------------------------------------------------------------------
+# Critics. Twin critics (TD3, SAC/CQL, IQL) are one module whose parameters carry a leading
+# ensemble axis: `nn.vmap` turns each layer into one batched matmul over the members instead
+# of one matmul per member, and the first layer's shared input is read once.
+
+
+class StateActionValue(nn.Module):
+    """Q(s, a): an MLP on the concatenated observation and action; returns shape (...,)."""
+
+    hidden_dims: Sequence[int]
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        inputs = jnp.concatenate([observations, actions], axis=-1)
+        return MLP(self.hidden_dims, 1)(inputs)[..., 0]
+
+
+class StateValue(nn.Module):
+    """V(s): an MLP on the observation; returns shape (...,)."""
+
+    hidden_dims: Sequence[int]
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        return MLP(self.hidden_dims, 1)(observations)[..., 0]
+
+
+def ensemble(module_class: type[nn.Module], size: int) -> type[nn.Module]:
+    """`module_class` with `size` independently initialised members evaluated in one pass.
+
+    All members see the same inputs; outputs gain a leading axis of length `size`. The
+    parameter tree is the member's tree with that extra leading axis, so `member(params, i)`
+    can be applied with a plain `module_class` when only one member is needed.
+    """
+    return nn.vmap(
+        module_class,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=None,
+        out_axes=0,
+        axis_size=size,
+    )
+
+
+def member(params: Any, index: int) -> Any:
+    """The parameters of one member of an `ensemble`."""
+    return jax.tree.map(lambda leaf: leaf[index], params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stochastic actors.
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class GaussianActor(nn.Module):
+    """IQL's policy: N(tanh(MLP(s)), diag(exp(log_std))) with a state-independent log_std.
+
+    The mean is squashed, not the distribution, so dataset actions at the bounds have finite
+    likelihood (Kostrikov et al.'s reference implementation).
+    """
+
+    hidden_dims: Sequence[int]
+    action_dim: int
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean = jnp.tanh(MLP(self.hidden_dims, self.action_dim)(observations))
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        return mean, jnp.broadcast_to(log_std, mean.shape)
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC's policy: tanh(u), u ~ N(mu(s), diag(sigma(s)^2)); returns (mu, log sigma)."""
+
+    hidden_dims: Sequence[int]
+    action_dim: int
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        outputs = MLP(self.hidden_dims, 2 * self.action_dim)(observations)
+        mean, log_std = jnp.split(outputs, 2, axis=-1)
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array) -> jax.Array:
+    """log N(actions; mean, diag(exp(log_std))^2), summed over the last axis."""
+    z = (actions - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * LOG_2PI, axis=-1)
+
+
+def _log_one_minus_tanh_squared(u: jax.Array) -> jax.Array:
+    # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), exact and stable for large |u|.
+    return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+
+
+def tanh_gaussian_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array,
+                         num_samples: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised samples of tanh(N(mean, std)) and their log-densities.
+
+    With `num_samples`, draws that many per row: shapes (..., num_samples, action_dim) and
+    (..., num_samples); otherwise (..., action_dim) and (...,).
+    """
+    if num_samples is not None:
+        mean, log_std = mean[..., None, :], log_std[..., None, :]
+        shape = mean.shape[:-2] + (num_samples, mean.shape[-1])
+    else:
+        shape = mean.shape
+    noise = jax.random.normal(key, shape, mean.dtype)
+    u = mean + jnp.exp(log_std) * noise
+    log_prob = jnp.sum(-0.5 * noise**2 - log_std - 0.5 * LOG_2PI
+                       - _log_one_minus_tanh_squared(u), axis=-1)
+    return jnp.tanh(u), log_prob
+
+
+def tanh_gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array,
+                           epsilon: float = 1e-5) -> jax.Array:
+    """log-density of given actions under tanh(N(mean, std)); actions are pulled inside
+    (-1, 1) by `epsilon` so that dataset actions on the bounds stay finite."""
+    clipped = jnp.clip(actions, -1.0 + epsilon, 1.0 - epsilon)
+    u = jnp.arctanh(clipped)
+    return gaussian_log_prob(mean, log_std, u) - jnp.sum(_log_one_minus_tanh_squared(u), -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal-difference pieces shared by the critics.
+
+
+def td_target(rewards: jax.Array, terminals: jax.Array, next_values: jax.Array,
+              discount: float) -> jax.Array:
+    """r + discount * (1 - terminal) * V(s'); truncated episodes bootstrap (terminal = 0)."""
+    return rewards + discount * (1.0 - terminals) * next_values
+
+
+def ensemble_mse(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """Sum over ensemble members (leading axis) of each member's mean squared error."""
+    return jnp.sum(jnp.mean((predictions - targets) ** 2, axis=tuple(range(1, predictions.ndim))))
+
+
+def gaussian_explore(actions: jax.Array, key: jax.Array, noise_std: float) -> jax.Array:
+    """Deterministic actions plus clipped Gaussian noise (exploration for deterministic actors)."""
+    noisy = actions + noise_std * jax.random.normal(key, actions.shape, actions.dtype)
+    return jnp.clip(noisy, -1.0, 1.0)

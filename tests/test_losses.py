@@ -1,0 +1,188 @@
+"""Each agent's losses on tiny hand-made inputs against values computed independently in numpy."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from algorithms import bc, cql, iql, td3_bc
+from algorithms.base import DatasetStats, Spaces
+from algorithms.nets import (
+    gaussian_log_prob,
+    tanh_gaussian_log_prob,
+    tanh_gaussian_sample,
+    td_target,
+)
+
+
+def numpy_mlp(params: dict, x: np.ndarray) -> np.ndarray:
+    """A flax MLP (ReLU between Dense_0..Dense_k) evaluated with numpy."""
+    layers = params["MLP_0"]
+    names = sorted(layers, key=lambda name: int(name.split("_")[1]))
+    for i, name in enumerate(names):
+        x = x @ np.asarray(layers[name]["kernel"]) + np.asarray(layers[name]["bias"])
+        if i < len(names) - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def test_bc_loss_is_mean_squared_error_over_batch_and_action_axes():
+    predicted = np.array([[0.5, -0.2], [0.1, 0.9], [-1.0, 0.0]], np.float32)
+    actions = np.array([[0.0, 0.0], [0.1, 1.0], [1.0, -0.5]], np.float32)
+    # (0.25 + 0.04 + 0 + 0.01 + 4 + 0.25) / 6
+    assert float(bc.bc_loss(predicted, actions)) == pytest.approx(4.55 / 6, rel=1e-6)
+
+
+def test_td3_target_with_clipped_smoothing_noise_matches_numpy():
+    config = td3_bc.TD3BCConfig(actor_hidden_dims=(8, 8), critic_hidden_dims=(8,))
+    spaces = Spaces(observation_dim=3, action_dim=2)
+    state = td3_bc.init(config, jax.random.PRNGKey(3), spaces, DatasetStats.identity(3), 10)
+    # Make the target networks differ from the online ones, so the test sees which is used.
+    state = state.replace(
+        target_actor_params=jax.tree.map(lambda p: p * 1.5, state.target_actor_params),
+        target_critic_params=jax.tree.map(lambda p: p - 0.1, state.target_critic_params),
+    )
+    next_obs = np.array([[0.3, -1.2, 2.0], [1.0, 0.5, -0.7], [-2.0, 0.1, 0.4]], np.float32)
+    # Large standard-normal draws so that 0.2 * noise exceeds the 0.5 clip on some entries.
+    noise = np.array([[4.0, -0.5], [-3.0, 1.0], [0.2, 10.0]], np.float32)
+    rewards = np.array([1.0, -0.5, 2.0], np.float32)
+    terminals = np.array([0.0, 1.0, 0.0], np.float32)
+
+    target = td3_bc._critic_target(config, state, jnp.asarray(rewards), jnp.asarray(terminals),
+                                   jnp.asarray(next_obs), jnp.asarray(noise))
+
+    actor_params = state.target_actor_params["params"]
+    next_actions = np.tanh(numpy_mlp(actor_params, next_obs))
+    smoothing = np.clip(0.2 * noise, -0.5, 0.5)
+    assert smoothing[0, 0] == 0.5 and smoothing[1, 0] == -0.5 and smoothing[2, 1] == 0.5
+    next_actions = np.clip(next_actions + smoothing, -1.0, 1.0)
+    critic_params = state.target_critic_params["params"]
+    inputs = np.concatenate([next_obs, next_actions], axis=1)
+    twin_q = [numpy_mlp(jax.tree.map(lambda p, i=i: np.asarray(p)[i], critic_params), inputs)[:, 0]
+              for i in range(2)]
+    expected = rewards + 0.99 * (1.0 - terminals) * np.minimum(*twin_q)
+    np.testing.assert_allclose(np.asarray(target), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_td3_bc_actor_loss_normalises_q_without_differentiating_the_normaliser():
+    q = np.array([2.0, -4.0, 6.0], np.float32)
+    policy = np.array([[0.5], [0.0], [-0.5]], np.float32)
+    actions = np.array([[0.0], [0.0], [0.5]], np.float32)
+    lam = 2.5 / np.mean(np.abs(q))
+    expected = -lam * np.mean(q) + np.mean((policy - actions) ** 2)
+    loss = td3_bc.td3_bc_actor_loss(jnp.asarray(q), jnp.asarray(policy), jnp.asarray(actions), 2.5)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    # lambda is a constant: dL/dQ_i = -lambda / B for every i.
+    grad = jax.grad(lambda q: td3_bc.td3_bc_actor_loss(q, policy, actions, 2.5))(jnp.asarray(q))
+    np.testing.assert_allclose(np.asarray(grad), np.full(3, -lam / 3), rtol=1e-6)
+
+
+def test_expectile_loss_weights_positive_and_negative_errors_asymmetrically():
+    differences = np.array([-2.0, -0.5, 0.0, 1.0, 3.0], np.float32)
+    # tau = 0.7 on positive u = Q - V, 0.3 on the rest: (1.2 + 0.075 + 0 + 0.7 + 6.3) / 5
+    assert float(iql.expectile_loss(jnp.asarray(differences), 0.7)) == pytest.approx(1.655)
+    # expectile 0.5 is half the mean squared error
+    half = float(iql.expectile_loss(jnp.asarray(differences), 0.5))
+    assert half == pytest.approx(0.5 * np.mean(differences**2))
+
+
+def test_advantage_weights_are_exponentiated_and_clipped():
+    advantages = np.array([-1.0, 0.0, 1.0, 2.0], np.float32)
+    weights = np.asarray(iql.advantage_weights(jnp.asarray(advantages), 3.0, 100.0))
+    np.testing.assert_allclose(weights, [math.exp(-3.0), 1.0, math.exp(3.0), 100.0], rtol=1e-6)
+    log_probs = np.array([-1.0, -2.0, 0.5, -0.3], np.float32)
+    loss = iql.awr_actor_loss(jnp.asarray(log_probs), jnp.asarray(weights))
+    assert float(loss) == pytest.approx(float(-np.mean(weights * log_probs)), rel=1e-6)
+    # The weights are targets, not parameters: no gradient flows into them.
+    grad_w = jax.grad(lambda w: iql.awr_actor_loss(jnp.asarray(log_probs), w))(
+        jnp.asarray(weights))
+    assert np.all(np.asarray(grad_w) == 0.0)
+
+
+def test_iql_reward_scale_is_1000_over_the_episode_return_range():
+    stats = DatasetStats.identity(2)._replace(episode_return_min=jnp.float32(-1500.0),
+                                              episode_return_max=jnp.float32(-250.0))
+    assert float(iql.return_range_reward_scale(stats)) == pytest.approx(1000.0 / 1250.0)
+    flat = stats._replace(episode_return_max=jnp.float32(-1500.0))
+    assert float(iql.return_range_reward_scale(flat)) == 1.0
+
+
+def _numpy_logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    return np.log(np.sum(np.exp(x.astype(np.float64)), axis=axis))
+
+
+@pytest.mark.parametrize("importance_sampling", [True, False])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_cql_logsumexp_penalty_matches_numpy(importance_sampling, temperature):
+    rng = np.random.default_rng(0)
+    critics, batch, n, action_dim = 2, 4, 3, 2
+    q_data = rng.normal(size=(critics, batch)).astype(np.float32)
+    q_random, q_current, q_next = (rng.normal(size=(critics, batch, n)).astype(np.float32)
+                                   for _ in range(3))
+    logp_current, logp_next = (rng.normal(size=(batch, n)).astype(np.float32) for _ in range(2))
+
+    gap = cql.cql_penalty(q_data, q_random, q_current, q_next, logp_current, logp_next,
+                          action_dim, temperature, importance_sampling)
+
+    if importance_sampling:
+        density_uniform = 0.5**action_dim  # uniform on [-1, 1]^2
+        parts = [q_random - np.log(density_uniform), q_next - logp_next, q_current - logp_current]
+    else:
+        parts = [q_random, q_next, q_current]
+    candidates = np.concatenate(parts, axis=-1)  # (critics, batch, 3n)
+    expected = np.mean(temperature * _numpy_logsumexp(candidates / temperature, -1) - q_data, -1)
+    assert gap.shape == (critics,)
+    np.testing.assert_allclose(np.asarray(gap), expected, rtol=1e-5)
+
+
+def test_cql_penalty_pushes_sampled_q_down_and_data_q_up():
+    q_data = jnp.zeros((1, 2))
+    q_sampled = jnp.zeros((1, 2, 3))
+    logp = jnp.zeros((2, 3))
+    grads = jax.grad(lambda qd, qs: jnp.sum(cql.cql_penalty(qd, qs, qs, qs, logp, logp, 1, 1.0,
+                                                            True)), argnums=(0, 1))(
+        q_data, q_sampled)
+    assert np.all(np.asarray(grads[0]) < 0)  # minimising raises Q on dataset actions
+    assert np.all(np.asarray(grads[1]) > 0)  # and lowers it on sampled actions
+
+
+def test_sac_losses_match_numpy():
+    log_probs = np.array([-1.0, 0.5, -2.0], np.float32)
+    q = np.array([3.0, -1.0, 0.5], np.float32)
+    assert float(cql.sac_actor_loss(log_probs, q, jnp.float32(0.2))) == pytest.approx(
+        float(np.mean(0.2 * log_probs - q)))
+    # target entropy -2: loss = -log_alpha * mean(logp - 2)
+    loss = cql.entropy_temperature_loss(jnp.float32(0.3), jnp.asarray(log_probs), -2.0)
+    assert float(loss) == pytest.approx(-0.3 * float(np.mean(log_probs - 2.0)), rel=1e-6)
+
+
+def test_gaussian_and_tanh_gaussian_log_densities_match_numpy():
+    mean = np.array([[0.2, -0.4], [1.0, 0.0]], np.float32)
+    log_std = np.array([[-0.5, 0.3], [0.0, -1.0]], np.float32)
+    actions = np.array([[0.1, 0.7], [-0.9, 0.99]], np.float32)
+    std = np.exp(log_std)
+    normal = -0.5 * ((actions - mean) / std) ** 2 - np.log(std * np.sqrt(2 * np.pi))
+    np.testing.assert_allclose(np.asarray(gaussian_log_prob(mean, log_std, actions)),
+                               normal.sum(-1), rtol=1e-5)
+    u = np.arctanh(actions)
+    squashed = -0.5 * ((u - mean) / std) ** 2 - np.log(std * np.sqrt(2 * np.pi)) - np.log(
+        1 - actions**2)
+    np.testing.assert_allclose(np.asarray(tanh_gaussian_log_prob(mean, log_std, actions)),
+                               squashed.sum(-1), rtol=1e-4)
+    # The sampler's log-density agrees with the density of the action it returns.
+    sampled, log_prob = tanh_gaussian_sample(jnp.asarray(mean), jnp.asarray(log_std),
+                                             jax.random.PRNGKey(0), 5)
+    assert sampled.shape == (2, 5, 2) and log_prob.shape == (2, 5)
+    again = tanh_gaussian_log_prob(jnp.asarray(mean)[:, None], jnp.asarray(log_std)[:, None],
+                                   sampled, epsilon=0.0)
+    np.testing.assert_allclose(np.asarray(log_prob), np.asarray(again), rtol=1e-3, atol=1e-3)
+
+
+def test_td_target_bootstraps_only_non_terminal_transitions():
+    target = td_target(jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), jnp.array([10.0, 10.0]),
+                       0.9)
+    np.testing.assert_allclose(np.asarray(target), [10.0, 2.0])
