@@ -1,0 +1,109 @@
+"""The command line as a user runs it: files produced, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import EXPERT, RANDOM
+
+from seqeval.cli import main
+
+SMALL = ["--initial-size", "2000", "--increment", "20", "--steps-per-increment", "2",
+         "--eval-every", "4000", "--eval-episodes", "2", "--batch-size", "64",
+         "--agent.hidden_dims", "32,32", "--no-progress"]
+
+
+def test_run_then_plot_through_the_installed_command(store, tmp_path):
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(store)}
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        ["seqeval", "run", "--agent", "bc", "--dataset", EXPERT, "--out", str(run_dir),
+         "--seeds", "2", *SMALL],
+        env=env, capture_output=True, text=True, check=False,
+        executable=os.path.join(os.path.dirname(sys.executable), "seqeval"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "final normalized score" in result.stdout
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["agent_config"]["hidden_dims"] == [32, 32]
+    assert config["protocol"]["seeds"] == [0, 1]
+    lines = (run_dir / "evaluations.csv").read_text().splitlines()
+    assert lines[0] == "samples,gradient_steps,seed,return,normalized_score,wall_time,phase"
+    assert len(lines) == 1 + 2 * 3  # evaluations at 4000, 8000, 10000 for 2 seeds
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
+
+    figure = tmp_path / "curve.png"
+    assert main(["plot", str(run_dir), "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 10_000 and figure.with_suffix(".pdf").is_file()
+
+
+def _run(args, tmp_path):
+    return main(["run", "--out", str(tmp_path / "out"), *args])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--agent", "nope", "--dataset", EXPERT], "unknown agent 'nope'; choose one of"),
+    (["--agent", "bc", "--dataset", "test/missing-v0"], "unknown dataset 'test/missing-v0'"),
+    (["--agent", "bc", "--dataset", EXPERT, "--initial-size", "20000"],
+     "--initial-size 20000 is not smaller than the dataset"),
+    (["--agent", "bc", "--dataset", EXPERT, "--increment", "0"], "--increment must be at least 1"),
+    (["--agent", "bc", "--dataset", EXPERT, "--eval-episodes", "0"],
+     "--eval-episodes must be at least 1"),
+    (["--agent", "bc", "--dataset", EXPERT, "--agent.nonsense", "1"], "has no setting 'nonsense'"),
+    (["--agent", "bc", "--dataset", EXPERT, "--agent.learning_rate", "fast"],
+     "expects float, got 'fast'"),
+    (["--agent", "bc", "--dataset", EXPERT, "--bogus"], "unrecognised argument '--bogus'"),
+    (["--agent", "missing.py:AGENT", "--dataset", EXPERT],
+     "agent file 'missing.py' does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(store, tmp_path, capsys, args, message):
+    assert _run(args, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_rerun_over_a_different_run_is_refused(store, tmp_path, capsys):
+    assert _run(["--agent", "bc", "--dataset", RANDOM, *SMALL], tmp_path) == 0
+    assert _run(["--agent", "bc", "--dataset", EXPERT, *SMALL], tmp_path) == 2
+    assert "holds a run with a different config" in capsys.readouterr().err
+
+
+DIVERGING_AGENT = '''
+import dataclasses
+import jax.numpy as jnp
+from algorithms.base import Agent
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    blow_up_after: int = 30
+
+def init(config, key, spaces, stats, total_steps):
+    return {"step": jnp.int32(0), "action_dim": jnp.zeros(spaces.action_dim)}
+
+def update(config, state, batch, key):
+    loss = jnp.where(state["step"] >= config.blow_up_after, jnp.nan, 1.0)
+    return {**state, "step": state["step"] + 1}, {"loss": loss}
+
+def act(config, state, observations, key, deterministic):
+    return jnp.zeros(observations.shape[:-1] + state["action_dim"].shape)
+
+AGENT = Agent(name="diverging", config_class=Config, init=init, update=update, act=act)
+'''
+
+
+def test_divergence_is_detected_and_reported(store, tmp_path, capsys):
+    agent_file = tmp_path / "diverging.py"
+    agent_file.write_text(DIVERGING_AGENT)
+    args = ["--agent", f"{agent_file}:AGENT", "--dataset", EXPERT, "--initial-size", "1000",
+            "--eval-every", "1000", "--eval-episodes", "1", "--no-progress", "--increment", "10"]
+    assert _run(args, tmp_path) == 1
+    assert "diverged" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # 30 good steps fit in the first chunk (2000 samples = 100 steps): it diverges there.
+    assert summary["status"] == "diverged" and summary["samples"] == 2000
+    assert not (tmp_path / "out" / "evaluations.csv").exists()
