@@ -1,0 +1,686 @@
+"""`seqeval report RUN_DIR... [--out DIR]`: compare agents across runs, datasets and seeds.
+
+Run directories are grouped by (dataset, agent, mode); the seeds of all run directories of a
+group are pooled. For each group and seed the curve is summarised (final score, normalized area
+under the curve, samples to 90% of the final score); across datasets the per-seed final scores
+and areas are aggregated (IQM, median, mean, optimality gap) with stratified-bootstrap CIs and
+compared pairwise (probability of improvement). Outputs in the out dir:
+
+    report.md                          tables, notes and the figures, readable on GitHub
+    per_dataset.csv                    one row per dataset x agent
+    aggregates.csv                     one row per agent x measure x aggregate
+    probability_of_improvement.csv     one row per pair of agents x measure
+    prequential.csv                    one row per dataset x agent x metric (when runs have one)
+    curves.{png,pdf}, aggregates.{png,pdf}, probability_of_improvement.{png,pdf}
+
+docs/report.md defines every number and explains how to read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import itertools
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqeval import stats
+from seqeval.errors import UserError
+from seqeval.results import read_evaluations
+
+MEASURES: dict[str, str] = {"final": "final score", "auc": "area under the curve"}
+PREQUENTIAL_FILE = "prequential.csv"
+# Columns of prequential.csv that are not metrics.
+PREQUENTIAL_KEYS = ("samples", "seed", "gradient_steps", "phase", "wall_time")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclasses.dataclass
+class SeedCurve:
+    """One seed's evaluations, sorted by samples."""
+
+    run_dir: Path
+    seed: int
+    samples: np.ndarray  # int, every evaluation (offline then online)
+    values: np.ndarray  # normalized score, or return when the group has no reference scores
+    online: np.ndarray  # bool, the evaluation belongs to the online phase
+
+    @property
+    def offline_samples(self) -> np.ndarray:
+        return self.samples[~self.online] if (~self.online).any() else self.samples
+
+    @property
+    def offline_values(self) -> np.ndarray:
+        return self.values[~self.online] if (~self.online).any() else self.values
+
+
+@dataclasses.dataclass
+class PrequentialCurve:
+    """One seed's prequential metrics: metric name -> (samples, values)."""
+
+    seed: int
+    metrics: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass
+class Group:
+    """All seeds of one agent on one dataset in one protocol mode."""
+
+    dataset: str
+    agent: str  # display name; colours are keyed by it
+    mode: str
+    normalized: bool  # values are normalized scores (else raw returns)
+    dataset_info: dict[str, Any]
+    run_dirs: list[Path]
+    seeds: list[SeedCurve]
+    prequential: list[PrequentialCurve]
+
+    @property
+    def method(self) -> str:
+        """What the report calls this line: the agent, and its mode unless sequential."""
+        return self.agent if self.mode == "sequential" else f"{self.agent} ({self.mode})"
+
+    @property
+    def dataset_size(self) -> int:
+        size = self.dataset_info.get("transitions")
+        if size:
+            return int(size)
+        return int(max(s.offline_samples.max() for s in self.seeds))
+
+    @property
+    def has_online(self) -> bool:
+        return any(s.online.any() for s in self.seeds)
+
+
+def agent_label(agent: str) -> str:
+    """Display name of an agent spec (an agent from a file, FILE.py:NAME, shows as NAME)."""
+    return agent.rpartition(":")[2] if ":" in agent else agent
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise UserError(f"run directory '{path}' does not exist; check the path")
+    if not path.is_dir():
+        raise UserError(f"'{path}' is a file, not a run directory; pass the directory of a run")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"'{path}' is not a seqeval run (no config.json); pass the --out "
+                        "directory of 'seqeval run'")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"'{config_path}' is not valid JSON ({error}); rerun or repair "
+                        "it") from None
+    missing = [k for k in ("agent", "dataset", "dataset_info") if k not in config]
+    if missing:
+        raise UserError(f"'{config_path}' lacks {', '.join(missing)}; it was not written by "
+                        "'seqeval run'")
+    return config
+
+
+def _seed_curves(path: Path, rows: list[dict[str, Any]], normalized: bool) -> list[SeedCurve]:
+    key = "normalized_score" if normalized else "return"
+    by_seed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row.get("samples") is None or row.get(key) is None:
+            continue
+        by_seed[int(row["seed"]) if row.get("seed") is not None else 0].append(row)
+    curves = []
+    for seed, seed_rows in sorted(by_seed.items()):
+        # Offline before online at equal samples (the online phase starts where offline ends).
+        seed_rows.sort(key=lambda r: (r["samples"], r.get("phase") == "online"))
+        curves.append(SeedCurve(
+            run_dir=path,
+            seed=seed,
+            samples=np.array([r["samples"] for r in seed_rows], dtype=np.int64),
+            values=np.array([r[key] for r in seed_rows], dtype=np.float64),
+            online=np.array([r.get("phase") == "online" for r in seed_rows], dtype=bool),
+        ))
+    return curves
+
+
+def read_prequential(path: Path) -> list[PrequentialCurve]:
+    """Per-seed metric curves of RUN_DIR/prequential.csv (columns samples, seed, metrics...)."""
+    file = path / PREQUENTIAL_FILE
+    if not file.is_file():
+        return []
+    with open(file, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    if "samples" not in columns:
+        raise UserError(f"'{file}' has no 'samples' column; expected samples,seed,<metrics>")
+    metric_names = [c for c in columns if c not in PREQUENTIAL_KEYS]
+    by_seed: dict[int, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        by_seed[int(float(row.get("seed") or 0))].append(row)
+    curves = []
+    for seed, seed_rows in sorted(by_seed.items()):
+        seed_rows.sort(key=lambda r: float(r["samples"]))
+        metrics = {}
+        for name in metric_names:
+            points = [(float(r["samples"]), float(r[name])) for r in seed_rows
+                      if r.get(name) not in ("", None)]
+            if points:
+                arr = np.array(points, dtype=np.float64)
+                metrics[name] = (arr[:, 0], arr[:, 1])
+        curves.append(PrequentialCurve(seed=seed, metrics=metrics))
+    return curves
+
+
+MODE_ORDER = ("sequential", "full", "retrain")
+
+
+def _group_order(item: tuple[tuple[str, str, str], Any]) -> tuple[str, str, int, str]:
+    # Dataset, agent, then the sequential protocol before its baselines.
+    dataset, agent, mode = item[0]
+    rank = MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
+    return dataset, agent, rank, mode
+
+
+def load_groups(run_dirs: Sequence[str | Path]) -> tuple[list[Group], list[str]]:
+    """Read run directories into groups (sorted by dataset, then method) and notes for the
+    report. UserError on a missing directory, a directory that is not a run, no runs, a run
+    with no evaluations, or one seed present in two run directories of the same group."""
+    if not run_dirs:
+        raise UserError("no run directories given; pass one or more RUN_DIR")
+    notes: list[str] = []
+    raw: dict[tuple[str, str, str], list[tuple[Path, dict, list[dict]]]] = defaultdict(list)
+    for item in run_dirs:
+        path = Path(item)
+        config = _read_config(path)
+        rows = read_evaluations(path)
+        if not rows:
+            raise UserError(f"'{path}' has no evaluations yet; let the run reach its first "
+                            "evaluation or leave it out")
+        key = (config["dataset"], agent_label(config["agent"]), config.get("mode", "sequential"))
+        raw[key].append((path, config, rows))
+
+    groups = []
+    for (dataset, agent, mode), members in sorted(raw.items(), key=_group_order):
+        normalized = all(r.get("normalized_score") is not None
+                         for _, _, rows in members for r in rows)
+        if not normalized:
+            notes.append(f"{agent} on {dataset} ({mode}): no normalized scores (the dataset has "
+                         "no reference returns); reported on raw returns")
+        seeds: list[SeedCurve] = []
+        prequential: list[PrequentialCurve] = []
+        owner: dict[int, Path] = {}
+        for path, _, rows in members:
+            for curve in _seed_curves(path, rows, normalized):
+                if curve.seed in owner:
+                    raise UserError(
+                        f"seed {curve.seed} of {agent} on {dataset} is in both "
+                        f"'{owner[curve.seed]}' and '{path}'; pass only one of them (pooled "
+                        "run dirs must use different seeds)")
+                owner[curve.seed] = path
+                seeds.append(curve)
+            prequential.extend(read_prequential(path))
+        protocols = {json.dumps({k: v for k, v in (c.get("protocol") or {}).items()
+                                 if k != "seeds"}, sort_keys=True) for _, c, _ in members}
+        if len(protocols) > 1:
+            notes.append(f"{agent} on {dataset} ({mode}): pooled run dirs differ in protocol "
+                         "settings; their seeds are pooled anyway")
+        groups.append(Group(
+            dataset=dataset,
+            agent=agent,
+            mode=mode,
+            normalized=normalized,
+            dataset_info=dict(members[0][1]["dataset_info"]),
+            run_dirs=[m[0] for m in members],
+            seeds=sorted(seeds, key=lambda s: s.seed),
+            prequential=sorted(prequential, key=lambda p: p.seed),
+        ))
+    return groups, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Per dataset x agent
+
+
+@dataclasses.dataclass
+class SeedSummary:
+    seed: int
+    final: float
+    auc: float
+    samples_to_90: float
+    final_online: float  # NaN without an online phase
+    auc_online: float
+
+
+def summarise_seed(curve: SeedCurve, dataset_size: int, normalized: bool) -> SeedSummary:
+    """Final score, normalized AUC on [0, N] and samples to 90% of the final, offline phase;
+    final score and normalized AUC of the online phase when there is one."""
+    samples, values = curve.offline_samples, curve.offline_values
+    end = max(dataset_size, int(samples.max()))
+    # On raw returns 0 is not the random policy, so 90% is taken of the rise above the curve's
+    # lowest point instead.
+    baseline = 0.0 if normalized else float(values.min())
+    final_online = auc_online = math.nan
+    if curve.online.any():
+        on_samples, on_values = curve.samples[curve.online], curve.values[curve.online]
+        final_online = float(on_values[-1])
+        if on_samples.max() > end:
+            auc_online = stats.normalized_auc(on_samples, on_values, start=end,
+                                              end=float(on_samples.max()))
+    return SeedSummary(
+        seed=curve.seed,
+        final=float(values[-1]),
+        auc=stats.normalized_auc(samples, values, end=end),
+        samples_to_90=stats.samples_to_fraction(samples, values, 0.9, baseline),
+        final_online=final_online,
+        auc_online=auc_online,
+    )
+
+
+@dataclasses.dataclass
+class GroupSummary:
+    group: Group
+    seeds: list[SeedSummary]
+    final: stats.Interval
+    auc: stats.Interval
+    samples_to_90: stats.Interval
+    final_online: stats.Interval
+    auc_online: stats.Interval
+
+
+def summarise_group(group: Group) -> GroupSummary:
+    per_seed = [summarise_seed(c, group.dataset_size, group.normalized) for c in group.seeds]
+
+    def spread(field: str) -> stats.Interval:
+        return stats.t_interval([getattr(s, field) for s in per_seed])
+
+    return GroupSummary(group, per_seed, spread("final"), spread("auc"), spread("samples_to_90"),
+                        spread("final_online"), spread("auc_online"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Across datasets
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Aggregates per method and measure, and probability of improvement per pair."""
+
+    datasets: list[str]  # the tasks the aggregates are over
+    aggregates: dict[str, dict[str, dict[str, stats.Interval]]]  # method -> measure -> name
+    runs: dict[str, int]  # method -> runs per task in the aggregate matrix
+    improvement: list[tuple[str, str, str, stats.Interval, int]]  # x, y, measure, P, tasks
+    notes: list[str]
+
+
+def _score_matrix(summaries: list[GroupSummary], measure: str) -> np.ndarray:
+    # (runs x tasks) with equal runs per task: the first n seeds (by seed) of each task, n being
+    # the smallest count, as the stratified bootstrap and rliable need a rectangular matrix.
+    runs = min(len(s.seeds) for s in summaries)
+    return np.array([[getattr(seed, measure) for seed in s.seeds[:runs]] for s in summaries]).T
+
+
+def aggregate_tasks(by_method: dict[str, dict[str, GroupSummary]]
+                    ) -> tuple[list[str], list[str], list[str]]:
+    """(datasets, methods, notes) of the aggregate table. Aggregates are comparable only over
+    one set of datasets: the datasets with normalized scores shared by the methods that cover
+    the most of them. A method that misses one of those (a baseline run on one dataset, say) is
+    left out of the aggregates rather than shrinking everyone's set."""
+    notes = []
+    normalized = {m: {d for d, s in cells.items() if s.group.normalized}
+                  for m, cells in by_method.items()}
+    raw = sorted({d for cells in by_method.values() for d, s in cells.items()
+                  if not s.group.normalized})
+    if raw:
+        notes.append("aggregates leave out datasets without normalized scores ("
+                     + ", ".join(raw) + "): raw returns of different datasets cannot be pooled")
+    widest = max((len(v) for v in normalized.values()), default=0)
+    if widest == 0:
+        return [], [], notes
+    tasks = set.intersection(*(v for v in normalized.values() if len(v) == widest))
+    methods = sorted(m for m, v in normalized.items() if tasks <= v)
+    for method in sorted(set(by_method) - set(methods)):
+        missing = ", ".join(sorted(tasks - normalized[method]))
+        notes.append(f"{method} is left out of the aggregates: not run on {missing}")
+    extra = sorted(set().union(*normalized.values()) - tasks)
+    if extra:
+        notes.append("aggregates are over " + ", ".join(sorted(tasks)) + "; left out (not "
+                     "run by every aggregated agent): " + ", ".join(extra))
+    return sorted(tasks), methods, notes
+
+
+def compare(summaries: list[GroupSummary], reps: int = stats.DEFAULT_REPS,
+            seed: int = 0) -> Comparison:
+    """Aggregates over one set of datasets (see aggregate_tasks) and the probability of
+    improvement for each pair of methods over the datasets both were run on."""
+    by_method: dict[str, dict[str, GroupSummary]] = defaultdict(dict)
+    for summary in summaries:
+        by_method[summary.group.method][summary.group.dataset] = summary
+    methods = sorted(by_method)
+    all_datasets = sorted({s.group.dataset for s in summaries})
+    tasks, aggregated, notes = aggregate_tasks(by_method)
+
+    aggregates: dict[str, dict[str, dict[str, stats.Interval]]] = {}
+    runs: dict[str, int] = {}
+    if tasks:
+        for method in aggregated:
+            cells = [by_method[method][d] for d in tasks]
+            counts = {len(c.seeds) for c in cells}
+            runs[method] = min(counts)
+            if len(counts) > 1:
+                notes.append(f"{method}: datasets have different numbers of seeds; the "
+                             f"aggregates use the first {runs[method]} seeds of each")
+            aggregates[method] = {
+                measure: stats.aggregate_intervals(_score_matrix(cells, measure), reps=reps,
+                                                   seed=seed)
+                for measure in MEASURES
+            }
+
+    improvement = []
+    for x, y in itertools.combinations(methods, 2):
+        shared = [d for d in all_datasets if d in by_method[x] and d in by_method[y]]
+        if not shared:
+            notes.append(f"{x} and {y} share no dataset; no probability of improvement")
+            continue
+        pair = []
+        for measure in MEASURES:
+            # Rank-based within each dataset, so raw returns are as good as normalized scores
+            # here (normalization is increasing and affine per dataset).
+            mx = _score_matrix([by_method[x][d] for d in shared], measure)
+            my = _score_matrix([by_method[y][d] for d in shared], measure)
+            interval = stats.probability_of_improvement_interval(mx, my, reps=reps, seed=seed)
+            pair.append((x, y, measure, interval, len(shared)))
+        # State each pair as "better > worse" by final score: P(Y > X) = 1 - P(X > Y) exactly
+        # (ties count 1/2), resample by resample, so the interval flips to [1 - high, 1 - low].
+        if pair[0][3].point < 0.5:
+            pair = [(y, x, m, stats.Interval(1 - p.point, 1 - p.high, 1 - p.low), n)
+                    for x, y, m, p, n in pair]
+        improvement.extend(pair)
+    return Comparison(tasks, aggregates, runs, improvement, notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prequential summaries
+
+
+def is_cumulative(metric: str) -> bool:
+    """A running total (e.g. the prequential description length) rather than a per-chunk loss."""
+    name = metric.lower()
+    return "cum" in name or "description_length" in name
+
+
+@dataclasses.dataclass
+class PrequentialSummary:
+    dataset: str
+    method: str
+    metric: str
+    seeds: int
+    last: stats.Interval  # value at the last evaluation point (a cumulative metric's total)
+    average: stats.Interval  # mean over evaluation points (a per-chunk loss's average)
+
+
+def summarise_prequential(group: Group) -> list[PrequentialSummary]:
+    names = sorted({n for p in group.prequential for n in p.metrics})
+    out = []
+    for name in names:
+        curves = [p.metrics[name] for p in group.prequential if name in p.metrics]
+        out.append(PrequentialSummary(
+            dataset=group.dataset,
+            method=group.method,
+            metric=name,
+            seeds=len(curves),
+            last=stats.t_interval([values[-1] for _, values in curves]),
+            # A running total's average over evaluation points means nothing: left empty.
+            average=stats.t_interval([math.nan if is_cumulative(name) else values.mean()
+                                      for _, values in curves]),
+        ))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _with_ci(interval: stats.Interval, digits: int = 1, kind: str = "f") -> str:
+    if not math.isfinite(interval.point):
+        return "n/a"
+    text = f"{interval.point:.{digits}{kind}}"
+    if math.isfinite(interval.low) and math.isfinite(interval.high):
+        text += f" [{interval.low:.{digits}{kind}}, {interval.high:.{digits}{kind}}]"
+    return text
+
+
+def _samples_text(interval: stats.Interval) -> str:
+    if not math.isfinite(interval.point):
+        return "n/a"
+    text = f"{interval.point:,.0f}"
+    if math.isfinite(interval.low):
+        text += f" [{max(interval.low, 0):,.0f}, {interval.high:,.0f}]"
+    return text
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(["" if isinstance(v, float) and not math.isfinite(v) else
+                             (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
+
+
+def _interval_cells(interval: stats.Interval) -> list[float]:
+    return [interval.point, interval.low, interval.high]
+
+
+def write_tables(out: Path, summaries: list[GroupSummary], comparison: Comparison,
+                 prequential: list[PrequentialSummary]) -> list[Path]:
+    written = [out / "per_dataset.csv", out / "aggregates.csv",
+               out / "probability_of_improvement.csv"]
+    rows = []
+    for s in summaries:
+        g = s.group
+        rows.append([g.dataset, g.agent, g.mode, "normalized" if g.normalized else "return",
+                     len(s.seeds), g.dataset_size, *_interval_cells(s.final),
+                     *_interval_cells(s.auc), *_interval_cells(s.samples_to_90),
+                     *_interval_cells(s.final_online), *_interval_cells(s.auc_online)])
+    cells = [f"{m}_{p}" for m in ("final", "auc", "samples_to_90", "final_online", "auc_online")
+             for p in ("mean", "ci_low", "ci_high")]
+    _write_csv(written[0], ["dataset", "agent", "mode", "scale", "seeds", "dataset_size",
+                            *cells], rows)
+    rows = []
+    for method, measures in comparison.aggregates.items():
+        for measure, intervals in measures.items():
+            for name, interval in intervals.items():
+                rows.append([method, measure, name, *_interval_cells(interval),
+                             len(comparison.datasets), comparison.runs[method]])
+    _write_csv(written[1], ["agent", "measure", "aggregate", "estimate", "ci_low", "ci_high",
+                            "datasets", "runs_per_dataset"], rows)
+    rows = [[x, y, measure, *_interval_cells(p), tasks]
+            for x, y, measure, p, tasks in comparison.improvement]
+    _write_csv(written[2], ["agent_x", "agent_y", "measure", "probability_x_better", "ci_low",
+                            "ci_high", "datasets"], rows)
+    if prequential:
+        written.append(out / "prequential.csv")
+        rows = [[p.dataset, p.method, p.metric, p.seeds, *_interval_cells(p.last),
+                 *_interval_cells(p.average)] for p in prequential]
+        _write_csv(written[-1], ["dataset", "agent", "metric", "seeds", "last_mean",
+                                 "last_ci_low", "last_ci_high", "average_mean",
+                                 "average_ci_low", "average_ci_high"], rows)
+    return written
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
+                    prequential: list[PrequentialSummary], notes: list[str],
+                    figures: Sequence[Path], reps: int) -> str:
+    groups = [s.group for s in summaries]
+    datasets = sorted({g.dataset for g in groups})
+    methods = sorted({g.method for g in groups})
+    total_dirs = sum(len(g.run_dirs) for g in groups)
+    lines = [
+        "# seqeval report",
+        "",
+        f"{total_dirs} run director{'y' if total_dirs == 1 else 'ies'}; "
+        f"{len(methods)} agent{'s' if len(methods) != 1 else ''} ({', '.join(methods)}) on "
+        f"{len(datasets)} dataset{'s' if len(datasets) != 1 else ''} ({', '.join(datasets)}).",
+        "Scores are D4RL-normalized (0 = random, 100 = expert) unless marked *return*. "
+        "Definitions and how to read the figures: docs/report.md in the seqeval repository.",
+        "",
+        "## Per dataset and agent",
+        "",
+        "Mean over seeds with a 95% Student-t interval [low, high]. *Final*: the last offline "
+        "evaluation. *AUC*: the curve's average over samples 0..N (100 = expert from the first "
+        "sample). *Samples to 90%*: first evaluation at 90% of the seed's own final score.",
+        "",
+    ]
+    has_online = any(g.has_online for g in groups)
+    header = ["dataset", "agent", "scale", "seeds", "final", "AUC", "samples to 90%"]
+    if has_online:
+        header += ["final online", "AUC online"]
+    rows = []
+    for s in summaries:
+        g = s.group
+        row = [g.dataset, g.method, "normalized" if g.normalized else "*return*",
+               str(len(s.seeds)), _with_ci(s.final), _with_ci(s.auc),
+               _samples_text(s.samples_to_90)]
+        if has_online:
+            row += [_with_ci(s.final_online), _with_ci(s.auc_online)]
+        rows.append(row)
+    lines += _markdown_table(header, rows)
+
+    lines += ["", "## Across datasets", ""]
+    if comparison.aggregates:
+        lines += [
+            f"Over {len(comparison.datasets)} dataset(s) ({', '.join(comparison.datasets)}); "
+            "each seed of each dataset is one run. Point estimate with a 95% stratified-"
+            f"bootstrap interval ({reps:,} resamples of the seeds within each dataset). "
+            "Higher is better except for the optimality gap (100 minus the mean score "
+            "clipped at 100).",
+        ]
+        for measure, title in MEASURES.items():
+            lines += ["", f"### {title[0].upper() + title[1:]}", ""]
+            rows = [[m, str(comparison.runs[m])]
+                    + [_with_ci(comparison.aggregates[m][measure][a])
+                       for a in stats.AGGREGATES]
+                    for m in sorted(comparison.aggregates)]
+            lines += _markdown_table(
+                ["agent", "runs per dataset",
+                 *(stats.AGGREGATE_TITLES[a] for a in stats.AGGREGATES)], rows)
+    else:
+        lines += ["No aggregates: they need datasets with normalized scores that every agent "
+                  "was run on."]
+
+    lines += ["", "## Probability of improvement", ""]
+    if comparison.improvement:
+        lines += [
+            "P(X > Y): the chance that a seed of X scores higher than a seed of Y on the same "
+            "dataset (ties count 1/2), averaged over the datasets both were run on, with a 95% "
+            "stratified-bootstrap interval. Above 0.5 favours X; an interval that excludes 0.5 "
+            "is a significant difference at the 5% level.",
+            "",
+        ]
+        rows = [[x, y, MEASURES[measure], _with_ci(p, 2), str(tasks)]
+                for x, y, measure, p, tasks in comparison.improvement]
+        lines += _markdown_table(["X", "Y", "measure", "P(X > Y)", "datasets"], rows)
+    else:
+        lines += ["Needs at least two agents run on a common dataset."]
+
+    if prequential:
+        lines += [
+            "", "## Prequential signal", "",
+            "Each chunk of data scored by the agent before it trains on it (no environment "
+            "needed). *Last*: at the last evaluation point (for a cumulative metric, the "
+            "total: the prequential description length). *Average*: mean over evaluation "
+            "points. Mean over seeds with a 95% t interval; lower is better.",
+            "",
+        ]
+        rows = [[p.dataset, p.method, p.metric, str(p.seeds), _with_ci(p.last, 4, "g"),
+                 _with_ci(p.average, 4, "g")] for p in prequential]
+        lines += _markdown_table(["dataset", "agent", "metric", "seeds", "last", "average"],
+                                 rows)
+
+    if figures:
+        lines += ["", "## Figures", ""]
+        for figure in figures:
+            lines += [f"![{figure.stem}]({figure.name})", ""]
+        lines += ["PDF versions sit beside the PNGs."]
+
+    all_notes = notes + comparison.notes
+    if all_notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in all_notes]
+    return "\n".join(lines) + "\n"
+
+
+def make_report(run_dirs: Sequence[str | Path], out: str | Path, reps: int = stats.DEFAULT_REPS,
+                seed: int = 0, figures: bool = True) -> list[Path]:
+    """Write report.md, CSV tables and figures for the runs into `out`; returns written paths."""
+    if reps < 1:
+        raise UserError(f"--reps {reps}: the number of bootstrap resamples must be at least 1")
+    groups, notes = load_groups(run_dirs)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; pass a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = [summarise_group(g) for g in groups]
+    comparison = compare(summaries, reps=reps, seed=seed)
+    prequential = [p for g in groups for p in summarise_prequential(g)]
+    written = write_tables(out, summaries, comparison, prequential)
+    figure_pngs: list[Path] = []
+    if figures:
+        from seqeval import figures as figs
+
+        paths = figs.curves_figure(groups, out / "curves")
+        if comparison.aggregates:
+            paths += figs.aggregates_figure(comparison.aggregates, out / "aggregates")
+        if comparison.improvement:
+            paths += figs.improvement_figure(comparison.improvement,
+                                             out / "probability_of_improvement")
+        written += paths
+        figure_pngs = [p for p in paths if p.suffix == ".png"]
+    report = out / "report.md"
+    report.write_text(render_markdown(summaries, comparison, prequential, notes, figure_pngs,
+                                      reps))
+    return [report, *written]
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def handler(args: argparse.Namespace) -> int:
+    paths = make_report(args.run_dirs, args.out, reps=args.reps, seed=args.seed,
+                        figures=not args.no_figures)
+    print(f"report: {paths[0]}")
+    for path in paths[1:]:
+        print(f"  {path}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `seqeval report` to the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "report", help="compare agents across runs: tables, statistics and figures",
+        description="Gather run directories (several of the same agent and dataset are pooled "
+                    "as more seeds) and write report.md, CSV tables and figures.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--out", default="report", help="output directory (default ./report)")
+    parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS,
+                        help=f"bootstrap resamples (default {stats.DEFAULT_REPS:,})")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.set_defaults(func=handler)

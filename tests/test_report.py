@@ -1,0 +1,273 @@
+"""`seqeval report` on hand-made run directories, its figures, and on real runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqeval import cli, report, stats
+from seqeval.errors import UserError
+
+DATASET_SIZE = 20_000
+EVAL_POINTS = [5_000, 10_000, 15_000, 20_000]
+
+
+def write_run(path: Path, agent: str, dataset: str, seeds: dict[int, list[float]],
+              ref: tuple[float, float] | None = (0.0, 1000.0), online: dict | None = None,
+              mode: str = "sequential", samples: list[int] = EVAL_POINTS,
+              prequential: str | None = None) -> Path:
+    """A run directory as `seqeval run` writes it. seeds: seed -> normalized score per
+    evaluation point (stored as return = ref_min + score/100 * (ref_max - ref_min))."""
+    path.mkdir(parents=True)
+    ref_min, ref_max = ref if ref else (0.0, 1000.0)
+    config = {
+        "agent": agent, "dataset": dataset, "mode": mode,
+        "protocol": {"initial_size": 5000, "increment": 1, "steps_per_increment": 1,
+                     "eval_every": 5000, "eval_episodes": 5, "batch_size": 256,
+                     "seeds": sorted(seeds), "online_steps": 0},
+        "agent_config": {},
+        "dataset_info": {"transitions": DATASET_SIZE, "episodes": 20,
+                         "ref_min_score": ref[0] if ref else None,
+                         "ref_max_score": ref[1] if ref else None,
+                         "average_return": 400.0,
+                         "average_normalized_return": 40.0 if ref else None,
+                         "observation_dim": 3, "action_dim": 1},
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    rows = []
+    for seed, scores in seeds.items():
+        phases = [("offline", s, v) for s, v in zip(samples, scores, strict=True)]
+        phases += [("online", s, v) for s, v in (online or {}).get(seed, [])]
+        for phase, sample, score in phases:
+            ret = ref_min + score / 100.0 * (ref_max - ref_min)
+            rows.append({"samples": sample, "gradient_steps": sample, "seed": seed,
+                         "return": f"{ret:.6g}",
+                         "normalized_score": f"{score:.6g}" if ref else "",
+                         "wall_time": 1.0, "phase": phase})
+    with open(path / "evaluations.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if prequential is not None:
+        (path / "prequential.csv").write_text(prequential)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def non_white_fraction(png: Path) -> float:
+    import matplotlib.image
+
+    image = matplotlib.image.imread(png)[..., :3]
+    return float(np.mean(np.any(image < 0.95, axis=-1)))
+
+
+@pytest.fixture
+def runs(tmp_path) -> list[Path]:
+    """Two agents on two datasets; iql's seeds are split over two run dirs (pooled)."""
+    base = tmp_path / "runs"
+    return [
+        write_run(base / "bc-a", "bc", "d/a-v0", {0: [50, 55, 60, 60], 1: [40, 50, 60, 70]}),
+        write_run(base / "iql-a-0", "iql", "d/a-v0", {0: [20, 60, 80, 90]}),
+        write_run(base / "iql-a-1", "iql", "d/a-v0", {1: [30, 70, 90, 100]}),
+        write_run(base / "bc-b", "bc", "d/b-v0", {0: [10, 20, 30, 30], 1: [10, 10, 20, 40]}),
+        write_run(base / "iql-b", "iql", "d/b-v0", {0: [0, 40, 80, 120], 1: [0, 20, 40, 50]}),
+    ]
+
+
+def test_per_dataset_table_pools_run_dirs_and_matches_hand_computation(runs, tmp_path):
+    out = tmp_path / "report"
+    paths = report.make_report(runs, out, reps=2000, figures=False)
+    assert out / "report.md" in paths
+    rows = {(r["dataset"], r["agent"]): r for r in read_csv(out / "per_dataset.csv")}
+    assert set(rows) == {("d/a-v0", "bc"), ("d/a-v0", "iql"), ("d/b-v0", "bc"),
+                         ("d/b-v0", "iql")}
+    iql_a = rows[("d/a-v0", "iql")]
+    assert iql_a["seeds"] == "2" and iql_a["scale"] == "normalized"  # two dirs pooled
+    # final: seeds 90 and 100 -> mean 95, t interval 95 +- 12.706 * 7.071 / sqrt(2)
+    assert float(iql_a["final_mean"]) == pytest.approx(95.0)
+    assert float(iql_a["final_ci_high"]) == pytest.approx(95 + 12.7062 * 5.0, rel=1e-4)
+    # AUC of seed 0 (20, 60, 80, 90 at 5k..20k, held at 20 on [0, 5k]):
+    # (5k*20 + 5k*40 + 5k*70 + 5k*85) / 20k = 53.75; seed 1: (30+50+80+95)/4 = 63.75
+    assert float(iql_a["auc_mean"]) == pytest.approx((53.75 + 63.75) / 2)
+    # samples to 90%: seed 0 target 81 (80 at 15k falls short) -> 20k; seed 1 target 90 -> 15k
+    assert float(iql_a["samples_to_90_mean"]) == pytest.approx(17_500)
+    bc_b = rows[("d/b-v0", "bc")]
+    # seed 0 final 30 -> target 27 -> 15k; seed 1 final 40 -> target 36 -> 20k
+    assert float(bc_b["samples_to_90_mean"]) == pytest.approx(17_500)
+    assert bc_b["final_online_mean"] == ""  # no online phase
+
+
+def test_aggregates_and_improvement_match_stats_on_the_seed_matrix(runs, tmp_path):
+    out = tmp_path / "report"
+    report.make_report(runs, out, reps=3000, seed=5, figures=False)
+    aggregates = {(r["agent"], r["measure"], r["aggregate"]): r
+                  for r in read_csv(out / "aggregates.csv")}
+    iql_final = np.array([[90.0, 120.0], [100.0, 50.0]])  # seeds x datasets (a, b)
+    bc_final = np.array([[60.0, 30.0], [70.0, 40.0]])
+    expected = stats.aggregate_intervals(iql_final, reps=3000, seed=5)
+    for name, interval in expected.items():
+        row = aggregates[("iql", "final", name)]
+        assert float(row["estimate"]) == pytest.approx(interval.point, rel=1e-5)
+        assert float(row["ci_low"]) == pytest.approx(interval.low, rel=1e-5)
+        assert float(row["ci_high"]) == pytest.approx(interval.high, rel=1e-5)
+    assert float(aggregates[("iql", "final", "optimality_gap")]["estimate"]) == (
+        pytest.approx(100 - (90 + 100 + 100 + 50) / 4))
+    assert ("bc", "auc", "iqm") in aggregates
+    rows = {r["measure"]: r for r in read_csv(out / "probability_of_improvement.csv")}
+    # Pairs are stated better-first by final score: iql > bc.
+    row = rows["final"]
+    assert (row["agent_x"], row["agent_y"], row["datasets"]) == ("iql", "bc", "2")
+    # d/a: iql {90, 100} vs bc {60, 70} -> 1; d/b: iql {120, 50} vs bc {30, 40} -> 1
+    assert float(row["probability_x_better"]) == pytest.approx(
+        stats.probability_of_improvement(iql_final, bc_final))
+    assert float(row["probability_x_better"]) == pytest.approx(1.0)
+    # AUC (held at the first score on [0, 5k], trapezoids after), same orientation:
+    # d/a iql 53.75, 63.75 vs bc (50+52.5+57.5+60)/4 = 55, (40+45+55+65)/4 = 51.25 -> 3/4;
+    # d/b iql (0+20+60+100)/4 = 45, (0+10+30+45)/4 = 21.25 vs bc 20, 16.25 -> 1.
+    row = rows["auc"]
+    assert (row["agent_x"], row["agent_y"]) == ("iql", "bc")
+    assert float(row["probability_x_better"]) == pytest.approx(0.875)
+    # The flipped interval is the interval of 1 - P(bc > iql).
+    flipped = stats.probability_of_improvement_interval(bc_final, iql_final, reps=3000, seed=5)
+    assert float(rows["final"]["ci_low"]) == pytest.approx(1 - flipped.high, abs=1e-6)
+    text = (out / "report.md").read_text()
+    assert "## Across datasets" in text and "Probability of improvement" in text
+    assert "| d/a-v0 | iql | normalized | 2 | 95.0 [" in text
+
+
+def test_report_writes_figures_that_are_not_blank(runs, tmp_path):
+    out = tmp_path / "report"
+    paths = report.make_report(runs, out, reps=500)
+    for stem in ("curves", "aggregates", "probability_of_improvement"):
+        png, pdf = out / f"{stem}.png", out / f"{stem}.pdf"
+        assert png in paths and pdf in paths
+        assert pdf.stat().st_size > 1000
+        assert non_white_fraction(png) > 0.02, stem
+        assert f"![{stem}]({stem}.png)" in (out / "report.md").read_text()
+
+
+def test_curves_figure_uses_paper_sizes(runs, tmp_path):
+    import matplotlib.image
+
+    groups, _ = report.load_groups(runs)
+    png, _ = __import__("seqeval.figures").figures.curves_figure(groups, tmp_path / "c")
+    height, width = matplotlib.image.imread(png).shape[:2]
+    # two dataset panels at ~3.3 in each, 300 dpi, cropped tight
+    assert 1500 < width < 2300 and height > 500
+
+
+def test_without_reference_scores_reports_raw_returns_with_a_note(tmp_path):
+    runs = [
+        write_run(tmp_path / "bc", "bc", "custom/x-v0", {0: [100, 200, 300, 400]}, ref=None),
+        write_run(tmp_path / "iql", "iql", "custom/x-v0", {0: [100, 300, 500, 700]}, ref=None),
+    ]
+    out = tmp_path / "report"
+    report.make_report(runs, out, reps=500)
+    rows = read_csv(out / "per_dataset.csv")
+    assert {r["scale"] for r in rows} == {"return"}
+    bc = next(r for r in rows if r["agent"] == "bc")
+    assert float(bc["final_mean"]) == pytest.approx(4000.0)  # raw return, not a score
+    # 90% of the rise above the curve's lowest point: 1000 + 0.9 * 3000 = 3700 -> 20k
+    assert float(bc["samples_to_90_mean"]) == pytest.approx(20_000)
+    text = (out / "report.md").read_text()
+    assert "raw returns" in text and "No aggregates" in text
+    assert not read_csv(out / "aggregates.csv")
+    # Rank-based, so it still compares the agents.
+    (poi,) = [r for r in read_csv(out / "probability_of_improvement.csv")
+              if r["measure"] == "final"]
+    assert (poi["agent_x"], float(poi["probability_x_better"])) == ("iql", 1.0)
+    assert non_white_fraction(out / "curves.png") > 0.02
+
+
+def test_online_phase_is_summarised_and_drawn(tmp_path):
+    online = {0: [(25_000, 80.0), (30_000, 90.0)], 1: [(25_000, 70.0), (30_000, 70.0)]}
+    run = write_run(tmp_path / "td3", "td3_bc", "d/a-v0", {0: [50, 60, 70, 80], 1: [50] * 4},
+                    online=online)
+    out = tmp_path / "report"
+    report.make_report([run], out, reps=200)
+    (row,) = read_csv(out / "per_dataset.csv")
+    assert float(row["final_mean"]) == pytest.approx(65.0)  # offline end, not online
+    assert float(row["final_online_mean"]) == pytest.approx(80.0)
+    # online AUC on [20k, 30k]: seed 0 held 80 then ramp 80 -> 90: (5k*80 + 5k*85)/10k = 82.5
+    assert float(row["auc_online_mean"]) == pytest.approx((82.5 + 70.0) / 2)
+    assert "final online" in (out / "report.md").read_text()
+
+
+PREQUENTIAL_CSV = """samples,seed,action_mse,td_error,action_mse_cumsum
+5000,0,0.50,2.0,2500
+10000,0,0.30,1.5,4000
+15000,0,0.20,1.0,5000
+5000,1,0.70,2.5,3500
+10000,1,0.40,1.0,5500
+15000,1,0.10,0.5,6000
+"""
+
+
+def test_prequential_csv_is_summarised_and_drawn_under_the_curves(runs, tmp_path):
+    run = write_run(tmp_path / "with-preq", "td3_bc", "d/a-v0",
+                    {0: [50, 60, 70, 80], 1: [40, 60, 60, 70]}, prequential=PREQUENTIAL_CSV)
+    groups, _ = report.load_groups([run])
+    (curve0, curve1) = groups[0].prequential
+    np.testing.assert_allclose(curve1.metrics["action_mse"][1], [0.7, 0.4, 0.1])
+    assert report.is_cumulative("action_mse_cumsum") and not report.is_cumulative("td_error")
+    out = tmp_path / "report"
+    report.make_report([*runs, run], out, reps=200)
+    rows = {r["metric"]: r for r in read_csv(out / "prequential.csv")}
+    assert set(rows) == {"action_mse", "td_error", "action_mse_cumsum"}
+    assert rows["action_mse_cumsum"]["agent"] == "td3_bc"
+    assert float(rows["action_mse_cumsum"]["last_mean"]) == pytest.approx(5500.0)
+    assert float(rows["action_mse"]["average_mean"]) == pytest.approx((1.0 / 3 + 1.2 / 3) / 2)
+    assert float(rows["td_error"]["last_mean"]) == pytest.approx(0.75)
+    assert "## Prequential signal" in (out / "report.md").read_text()
+    # The curve figure grows a panel row per per-chunk metric (2) under each return panel.
+    import matplotlib.image
+
+    without = tmp_path / "plain"
+    report.make_report(runs, without, reps=200)
+    tall = matplotlib.image.imread(out / "curves.png").shape[0]
+    short = matplotlib.image.imread(without / "curves.png").shape[0]
+    assert tall > 1.6 * short
+
+
+def test_mean_curve_interpolates_seeds_onto_a_common_grid():
+    from seqeval.figures import mean_curve
+
+    grid, mean, low, high = mean_curve([(np.array([0, 10]), np.array([0.0, 10.0])),
+                                        (np.array([0, 5, 10]), np.array([2.0, 4.0, 6.0]))])
+    np.testing.assert_allclose(grid, [0, 5, 10])
+    np.testing.assert_allclose(mean, [1.0, 4.5, 8.0])
+    half = 12.7062047 * np.std([5.0, 4.0], ddof=1) / math.sqrt(2)
+    assert (low[1], high[1]) == pytest.approx((4.5 - half, 4.5 + half))
+
+
+def test_bad_input_is_a_user_error(runs, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        report.make_report([tmp_path / "missing"], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a seqeval run"):
+        report.make_report([tmp_path / "empty"], tmp_path / "out")
+    with pytest.raises(UserError, match="no run directories"):
+        report.make_report([], tmp_path / "out")
+    duplicate = write_run(tmp_path / "dup", "bc", "d/a-v0", {1: [1, 2, 3, 4]})
+    with pytest.raises(UserError, match="seed 1 of bc on d/a-v0"):
+        report.make_report([runs[0], duplicate], tmp_path / "out")
+
+
+def test_cli_report_and_its_errors(runs, tmp_path, capsys):
+    out = tmp_path / "cli-report"
+    code = cli.main(["report", *map(str, runs), "--out", str(out), "--reps", "300",
+                     "--no-figures"])
+    assert code == 0
+    assert (out / "report.md").is_file() and (out / "aggregates.csv").is_file()
+    assert str(out / "report.md") in capsys.readouterr().out
+    assert cli.main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
