@@ -271,3 +271,33 @@ def test_cli_report_and_its_errors(runs, tmp_path, capsys):
     assert str(out / "report.md") in capsys.readouterr().out
     assert cli.main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_on_real_runs_through_the_cli(store, tmp_path):
+    """Two small real runs (bc, td3_bc; 2 seeds each) made by `seqeval run`, then reported."""
+    from conftest import EXPERT
+
+    small = ["--dataset", EXPERT, "--initial-size", "2000", "--increment", "40",
+             "--steps-per-increment", "2", "--eval-every", "4000", "--eval-episodes", "2",
+             "--batch-size", "64", "--seeds", "2", "--no-progress"]
+    nets = {"bc": ["--agent.hidden_dims", "32,32"],
+            "td3_bc": ["--agent.actor_hidden_dims", "32,32", "--agent.critic_hidden_dims", "32,32"]}
+    run_dirs = []
+    for agent, net in nets.items():
+        run_dirs.append(tmp_path / agent)
+        assert cli.main(["run", "--agent", agent, "--out", str(run_dirs[-1]), *small, *net]) == 0
+    out = tmp_path / "report"
+    assert cli.main(["report", *map(str, run_dirs), "--out", str(out), "--reps", "2000"]) == 0
+    rows = {r["agent"]: r for r in read_csv(out / "per_dataset.csv")}
+    assert set(rows) == {"bc", "td3_bc"}
+    for agent, row in rows.items():
+        assert row["scale"] == "normalized" and row["seeds"] == "2"
+        evaluations = [r for r in read_csv(tmp_path / agent / "evaluations.csv")]
+        finals = [float(r["normalized_score"]) for r in evaluations
+                  if int(r["samples"]) == max(int(e["samples"]) for e in evaluations)]
+        assert float(row["final_mean"]) == pytest.approx(np.mean(finals), abs=1e-4)
+        assert math.isfinite(float(row["auc_mean"]))
+    aggregates = read_csv(out / "aggregates.csv")
+    assert {r["agent"] for r in aggregates} == {"bc", "td3_bc"}
+    assert len(read_csv(out / "probability_of_improvement.csv")) == 2
+    assert non_white_fraction(out / "curves.png") > 0.02
