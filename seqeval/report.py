@@ -161,20 +161,24 @@ def read_prequential(path: Path) -> list[PrequentialCurve]:
     if "samples" not in columns:
         raise UserError(f"'{file}' has no 'samples' column; expected samples,seed,<metrics>")
     metric_names = [c for c in columns if c not in PREQUENTIAL_KEYS]
-    by_seed: dict[int, list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
-        by_seed[int(float(row.get("seed") or 0))].append(row)
-    curves = []
-    for seed, seed_rows in sorted(by_seed.items()):
-        seed_rows.sort(key=lambda r: float(r["samples"]))
-        metrics = {}
-        for name in metric_names:
-            points = [(float(r["samples"]), float(r[name])) for r in seed_rows
-                      if r.get(name) not in ("", None)]
-            if points:
-                arr = np.array(points, dtype=np.float64)
-                metrics[name] = (arr[:, 0], arr[:, 1])
-        curves.append(PrequentialCurve(seed=seed, metrics=metrics))
+    try:
+        by_seed: dict[int, list[dict[str, str]]] = defaultdict(list)
+        for row in rows:
+            by_seed[int(float(row.get("seed") or 0))].append(row)
+        curves = []
+        for seed, seed_rows in sorted(by_seed.items()):
+            seed_rows.sort(key=lambda r: float(r["samples"]))
+            metrics = {}
+            for name in metric_names:
+                points = [(float(r["samples"]), float(r[name])) for r in seed_rows
+                          if r.get(name) not in ("", None)]
+                if points:
+                    arr = np.array(points, dtype=np.float64)
+                    metrics[name] = (arr[:, 0], arr[:, 1])
+            curves.append(PrequentialCurve(seed=seed, metrics=metrics))
+    except (TypeError, ValueError) as error:
+        raise UserError(f"'{file}' has a value that is not a number ({error}); repair the file "
+                        "or delete it to report without the prequential signal") from None
     return curves
 
 
@@ -226,6 +230,9 @@ def load_groups(run_dirs: Sequence[str | Path]) -> tuple[list[Group], list[str]]
                 owner[curve.seed] = path
                 seeds.append(curve)
             prequential.extend(read_prequential(path))
+        if not seeds:
+            raise UserError(f"{agent} on {dataset}: no evaluation row has samples and a score; "
+                            "check " + ", ".join(f"'{m[0]}/evaluations.csv'" for m in members))
         protocols = {json.dumps({k: v for k, v in (c.get("protocol") or {}).items()
                                  if k != "seeds"}, sort_keys=True) for _, c, _ in members}
         if len(protocols) > 1:

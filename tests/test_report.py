@@ -257,6 +257,10 @@ def test_bad_input_is_a_user_error(runs, tmp_path):
         report.make_report([tmp_path / "empty"], tmp_path / "out")
     with pytest.raises(UserError, match="no run directories"):
         report.make_report([], tmp_path / "out")
+    broken = write_run(tmp_path / "broken", "bc", "d/c-v0", {0: [1, 2, 3, 4]},
+                       prequential="samples,seed,action_mse\n5000,0,oops\n")
+    with pytest.raises(UserError, match="prequential.csv' has a value that is not a number"):
+        report.make_report([broken], tmp_path / "out")
     duplicate = write_run(tmp_path / "dup", "bc", "d/a-v0", {1: [1, 2, 3, 4]})
     with pytest.raises(UserError, match="seed 1 of bc on d/a-v0"):
         report.make_report([runs[0], duplicate], tmp_path / "out")
