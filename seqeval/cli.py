@@ -26,11 +26,20 @@ def _positive_pair(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N1,N2,..., got '{text}'") from None
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `seqeval run` (the protocol's settings, with the paper's defaults)."""
     parser.add_argument("--agent", required=True,
                         help="agent name (bc, td3_bc, iql, cql, an entry point) or FILE.py:NAME")
-    parser.add_argument("--dataset", required=True, help="Minari dataset id")
+    parser.add_argument("--dataset", required=True,
+                        help="Minari dataset id; ID1,ID2,... feeds datasets in that order, "
+                        "shuffled within each (distribution shift)")
     parser.add_argument("--out", required=True, help="run directory (created; resumed if killed)")
     parser.add_argument("--initial-size", type=int, default=None,
                         help="T0, transitions before training starts (default min(5000, N/10))")
@@ -46,6 +55,25 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="number of seeds trained together in one program (default 1)")
+    parser.add_argument("--mode", default="sequential", choices=["sequential", "full", "retrain"],
+                        help="sequential (default); full: whole dataset from step 0 for the "
+                        "same steps (the paper's 'Normal'); retrain: a fresh agent per size")
+    parser.add_argument("--window", type=int, default=None,
+                        help="train only on the most recent N transitions (distribution shift)")
+    parser.add_argument("--online-steps", type=int, default=0,
+                        help="environment steps of online fine-tuning after the offline pass")
+    parser.add_argument("--updates-per-env-step", type=int, default=1,
+                        help="gradient steps per online environment step (default 1)")
+    parser.add_argument("--online-block", type=int, default=1000,
+                        help="env steps collected between compiled training calls (default 1000)")
+    parser.add_argument("--sizes", type=_int_list, default=None, metavar="N1,N2,...",
+                        help="retrain mode: dataset sizes (default: geometric grid T0..N)")
+    parser.add_argument("--retrain-steps", type=int, default=None,
+                        help="retrain mode: gradient steps per size (default: as many as the "
+                        "sequential run had taken at that size, at least --retrain-min-steps)")
+    parser.add_argument("--retrain-min-steps", type=int, default=1000)
+    parser.add_argument("--no-prequential", action="store_true",
+                        help="skip scoring each chunk before training on it")
     parser.add_argument("--ref-scores", type=_positive_pair, default=None, metavar="MIN,MAX",
                         help="reference returns for normalized scores (overrides the dataset's)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -85,6 +113,15 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         num_seeds=args.seeds,
+        mode=args.mode,
+        window=args.window,
+        online_steps=args.online_steps,
+        updates_per_env_step=args.updates_per_env_step,
+        online_block=args.online_block,
+        sizes=args.sizes,
+        retrain_steps=args.retrain_steps,
+        retrain_min_steps=args.retrain_min_steps,
+        prequential=not args.no_prequential,
         ref_scores=args.ref_scores,
         progress=not args.no_progress,
     )
@@ -92,8 +129,12 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     score = summary.get("last_mean_normalized_score")
     shown = f"normalized score {score:.1f}" if score is not None else (
         f"return {summary['last_mean_return']:.1f}")
-    print(f"{args.out}: {summary['samples']} samples, {summary['gradient_steps']} gradient "
-          f"steps, final {shown}")
+    if args.mode == "retrain":
+        print(f"{args.out}: retrained at {len(summary['sizes'])} sizes, at the full dataset "
+              f"{shown}")
+    else:
+        print(f"{args.out}: {summary['samples']} samples, {summary['gradient_steps']} "
+              f"gradient steps, final {shown}")
     return 0
 
 

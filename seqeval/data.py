@@ -238,3 +238,38 @@ def make_eval_env_factory(dataset_id: str):
     import gymnasium as gym
 
     return lambda: gym.make(spec)
+
+
+def concatenate(parts: list[OfflineData]) -> OfflineData:
+    """Datasets of one task, one after the other (a distribution-shift dataset)."""
+    first = parts[0]
+    for part in parts[1:]:
+        if (part.observation_dim, part.action_dim) != (first.observation_dim, first.action_dim):
+            raise UserError(
+                f"cannot concatenate '{first.dataset_id}' and '{part.dataset_id}': their "
+                "observation/action shapes differ; use datasets of one task"
+            )
+    offsets = np.cumsum([0] + [p.size for p in parts[:-1]])
+    with_refs = [p for p in parts if p.has_reference_scores]
+    return OfflineData(
+        dataset_id=",".join(p.dataset_id for p in parts),
+        **{f: np.concatenate([getattr(p, f) for p in parts])
+           for f in ARRAY_FIELDS if f != "episode_starts"},
+        episode_starts=np.concatenate([p.episode_starts + o for p, o in zip(parts, offsets,
+                                                                           strict=True)]),
+        action_low=first.action_low,
+        action_high=first.action_high,
+        ref_min_score=with_refs[0].ref_min_score if with_refs else None,
+        ref_max_score=with_refs[0].ref_max_score if with_refs else None,
+    )
+
+
+def load_datasets(spec: str) -> tuple[OfflineData, tuple[int, ...]]:
+    """A dataset id, or several joined by commas (fed in that order); returns the data and
+    the size of each block (one block for a single dataset)."""
+    ids = [part.strip() for part in spec.split(",") if part.strip()]
+    if not ids:
+        raise UserError("--dataset is empty; pass a Minari dataset id")
+    parts = [load_dataset(dataset_id) for dataset_id in ids]
+    data = parts[0] if len(parts) == 1 else concatenate(parts)
+    return data, tuple(p.size for p in parts)

@@ -78,10 +78,40 @@ def dataset_stats(data: OfflineData) -> DatasetStats:
     )
 
 
-def gather(data: Batch, order: jax.Array, positions: jax.Array) -> Batch:
-    """Transitions at buffer `positions` of one seed (position p holds data[order[p]])."""
-    rows = order[positions]
-    return jax.tree.map(lambda column: column[rows], data)
+def gather(data: Batch, order: jax.Array, positions: jax.Array,
+           online: Batch | None = None) -> Batch:
+    """Transitions at buffer `positions` of one seed.
+
+    Position p < N holds dataset row order[p]; with an online phase, position N + i holds the
+    seed's i-th environment transition, `online[i]`.
+    """
+    size = order.shape[0]
+    offline = jax.tree.map(lambda column: column[order[jnp.minimum(positions, size - 1)]], data)
+    if online is None:
+        return offline
+    online_rows = jnp.maximum(positions - size, 0)
+    from_online = jax.tree.map(lambda column: column[online_rows], online)
+    is_online = positions >= size
+    return jax.tree.map(
+        lambda a, b: jnp.where(is_online.reshape((-1,) + (1,) * (a.ndim - 1)), b, a),
+        offline, from_online,
+    )
+
+
+def block_permutation(key: jax.Array, block_sizes: tuple[int, ...]) -> jax.Array:
+    """A permutation of all positions that shuffles only within consecutive blocks.
+
+    One block: a uniform permutation of the whole dataset (the protocol's default). Several
+    blocks (a distribution-shift dataset such as random -> medium -> expert): each block is
+    shuffled on its own and the blocks stay in order.
+    """
+    if len(block_sizes) == 1:
+        return jax.random.permutation(key, block_sizes[0]).astype(jnp.int32)
+    parts, offset = [], 0
+    for index, size in enumerate(block_sizes):
+        parts.append(offset + jax.random.permutation(jax.random.fold_in(key, index), size))
+        offset += size
+    return jnp.concatenate(parts).astype(jnp.int32)
 
 
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -99,22 +129,26 @@ class TrainSettings:
     steps_per_increment: int
     max_increments: int  # scan length; chunks with fewer increments skip the rest
     window: int | None = None  # train only on the most recent `window` transitions
+    online: bool = False  # the buffer continues past the dataset with online transitions
+    per_member_schedule: bool = False  # start size and increment count differ per member
 
 
 def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Callable:
     """A jitted function training every seed through one chunk of increments.
 
-    Signature: (states, keys, orders, data, start_size, num_increments, dataset_end)
-    -> (states, keys, mean_metrics, finite), vmapped over the leading (seed) axis of
-    `states`, `keys` and `orders`. The first gradient step of every increment trains on a
-    batch whose last rows are the newest transitions (PROTOCOL.md §1), so every new transition
-    is trained on at least once (up to `batch_size` of them per increment).
+    Signature: (states, keys, orders, data, online, start_size, num_increments, max_size)
+    -> (states, keys, mean_metrics, finite), vmapped over the leading (member) axis of
+    `states`, `keys`, `orders` and `online` (None without an online phase); `start_size` and
+    `num_increments` are shared by all members unless `per_member_schedule` (retrain mode,
+    where members past their budget are masked). The first gradient step of every increment
+    trains on a batch whose last rows are the newest transitions (PROTOCOL.md §1), so every new
+    transition is trained on at least once (up to `batch_size` of them per increment).
     """
     batch_size = settings.batch_size
     newest = min(settings.increment, batch_size)
     rows = jnp.arange(batch_size)
 
-    def grad_step(carry, step_index, size, data, order):
+    def grad_step(carry, step_index, size, data, order, online):
         state, key = carry
         key, position_key, update_key = jax.random.split(key, 3)
         low = 0 if settings.window is None else jnp.maximum(size - settings.window, 0)
@@ -122,12 +156,13 @@ def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Call
         forced = jnp.maximum(size - batch_size + rows, 0)
         is_newest = (step_index == 0) & (rows >= batch_size - newest)
         positions = jnp.where(is_newest, forced, positions)
-        state, metrics = agent.update(config, state, gather(data, order, positions), update_key)
+        batch = gather(data, order, positions, online)
+        state, metrics = agent.update(config, state, batch, update_key)
         return (state, key), metrics
 
-    def train_one(state, key, order, data, start_size, num_increments, dataset_end):
+    def train_one(state, key, order, data, online, start_size, num_increments, max_size):
         metric_shapes = jax.eval_shape(
-            lambda: agent.update(config, state, gather(data, order, rows), key)[1]
+            lambda: agent.update(config, state, gather(data, order, rows, online), key)[1]
         )
         zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metric_shapes)
 
@@ -135,9 +170,9 @@ def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Call
             def run(carry):
                 state, key, sums, finite = carry
                 size = jnp.minimum(start_size + (increment_index + 1) * settings.increment,
-                                   dataset_end)
+                                   max_size)
                 (state, key), metrics = jax.lax.scan(
-                    lambda c, j: grad_step(c, j, size, data, order),
+                    lambda c, j: grad_step(c, j, size, data, order, online),
                     (state, key),
                     jnp.arange(settings.steps_per_increment),
                 )
@@ -157,7 +192,10 @@ def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Call
         means = jax.tree.map(lambda s: s / steps, sums)
         return state, key, means, finite
 
-    vmapped = jax.vmap(train_one, in_axes=(0, 0, 0, None, None, None, None))
+    schedule_axis = 0 if settings.per_member_schedule else None
+    online_axis = 0 if settings.online else None
+    vmapped = jax.vmap(train_one, in_axes=(0, 0, 0, None, online_axis, schedule_axis,
+                                           schedule_axis, None))
     return jax.jit(vmapped, donate_argnums=(0, 1))
 
 
@@ -176,3 +214,32 @@ def init_states(agent: Agent, config: Any, init_keys: jax.Array, spaces, stats: 
     return jax.jit(
         jax.vmap(lambda k: agent.init(config, k, spaces, stats, total_steps)),
     )(init_keys)
+
+
+def make_prequential_scorer(agent: Agent, config: Any, length: int) -> Callable | None:
+    """A jitted function scoring each member on the next `count` (<= length) transitions.
+
+    (states, orders, data, start, count) -> per-member sums of each per-transition metric over
+    buffer positions [start, start + count), computed BEFORE those transitions are trained on
+    (prequential evaluation, PROTOCOL.md §3). Each transition is scored alone (`score` on a
+    batch of one, vmapped), so the sums are exact whatever `count` is.
+    """
+    if agent.score is None:
+        return None
+    offsets = jnp.arange(length)
+
+    def score_one(state, order, data, start, count):
+        positions = jnp.minimum(start + offsets, order.shape[0] - 1)
+        batch = gather(data, order, positions)
+        single = jax.tree.map(lambda column: column[:, None], batch)
+        per_transition = jax.vmap(lambda b: agent.score(config, state, b))(single)
+        valid = offsets < count
+        return jax.tree.map(lambda v: jnp.sum(jnp.where(valid, v, 0.0)), per_transition)
+
+    return jax.jit(jax.vmap(score_one, in_axes=(0, 0, None, None, None)))
+
+
+def geometric_sizes(initial_size: int, dataset_size: int, points: int = 8) -> list[int]:
+    """A geometric grid of dataset sizes from T0 to N (both included), for retrain mode."""
+    grid = np.geomspace(initial_size, dataset_size, num=points)
+    return sorted({int(round(v)) for v in grid} | {dataset_size})

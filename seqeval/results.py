@@ -3,6 +3,7 @@
     RUN_DIR/config.json         what was run (written once; a resumed run must match it)
     RUN_DIR/evaluations.csv     one row per seed and evaluation, appended and flushed at once
     RUN_DIR/training.csv        mean training metrics per seed and chunk
+    RUN_DIR/prequential.csv     losses on each chunk before training on it (sequential mode)
     RUN_DIR/summary.json        replaced atomically after every evaluation
     RUN_DIR/checkpoint/         agent states and keys after the last evaluation (atomic)
 """
@@ -33,6 +34,11 @@ class CsvLog:
     def __init__(self, path: Path, columns: Sequence[str]):
         self.path = Path(path)
         self.columns = list(columns)
+        if self.exists():  # an existing file keeps its own columns (e.g. a resumed run)
+            with open(self.path, newline="") as handle:
+                header = next(csv.reader(handle), None)
+            if header:
+                self.columns = header
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -109,8 +115,14 @@ class RunDir:
         return False
 
     def training_log(self, metric_names: Sequence[str]) -> CsvLog:
+        """Mean training metrics per chunk and seed."""
         columns = ["samples", "gradient_steps", "seed", "phase", *metric_names]
         return CsvLog(self.path / "training.csv", columns)
+
+    def prequential_log(self) -> CsvLog:
+        """Prequential losses: each chunk scored before training on it (columns fixed on the
+        first write: samples, seed, transitions, then METRIC and METRIC_cumulative pairs)."""
+        return CsvLog(self.path / "prequential.csv", ["samples", "seed", "transitions"])
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.path / "summary.json", summary)
@@ -124,7 +136,7 @@ class RunDir:
         """
         self.checkpoint_dir.mkdir(exist_ok=True)
         leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
-        step = int(progress["chunk"])
+        step = int(progress["segment"])
         arrays_path = self.checkpoint_dir / f"state-{step:06d}.npz"
         write_npz_atomic(arrays_path, {f"leaf_{i:04d}": v for i, v in enumerate(leaves)})
         write_json_atomic(self.checkpoint_dir / "progress.json",

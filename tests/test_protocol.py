@@ -81,7 +81,7 @@ def test_newest_transitions_are_in_the_first_batch_of_each_increment():
     state = jax.tree.map(lambda x: x[None], _probe_init(ProbeConfig(), None, None, None, 0))
     keys = jax.random.PRNGKey(0)[None]
     order = jnp.arange(n, dtype=jnp.int32)[None]  # identity: position p holds row p
-    state, keys, _, finite = train(state, keys, order, _identity_data(n), t0, 10, n)
+    state, keys, _, finite = train(state, keys, order, _identity_data(n), None, t0, 10, n)
     seen = np.asarray(state["seen"][0])
     assert bool(finite[0])
     for increment in range(10):
@@ -99,7 +99,7 @@ def test_window_restricts_batches_to_recent_transitions():
     train = protocol.make_train_chunk(PROBE, ProbeConfig(), settings)
     state = jax.tree.map(lambda x: x[None], _probe_init(ProbeConfig(), None, None, None, 0))
     order = jnp.arange(n, dtype=jnp.int32)[None]
-    state, *_ = train(state, jax.random.PRNGKey(1)[None], order, _identity_data(n), 100, 20, n)
+    state, *_ = train(state, jax.random.PRNGKey(1)[None], order, _identity_data(n), None, 100, 20, n)
     seen = np.asarray(state["seen"][0])[:60].reshape(20, 3, 8)
     for increment in range(20):
         size = 100 + (increment + 1) * 10
