@@ -467,12 +467,18 @@ def _with_ci(interval: stats.Interval, digits: int = 1, kind: str = "f") -> str:
     return text
 
 
-def _samples_text(interval: stats.Interval) -> str:
+def _defined(seeds: Sequence[SeedSummary], field: str) -> tuple[int, int]:
+    return sum(math.isfinite(getattr(s, field)) for s in seeds), len(seeds)
+
+
+def _samples_text(interval: stats.Interval, defined: tuple[int, int]) -> str:
     if not math.isfinite(interval.point):
         return "n/a"
     text = f"{interval.point:,.0f}"
     if math.isfinite(interval.low):
         text += f" [{max(interval.low, 0):,.0f}, {interval.high:,.0f}]"
+    if defined[0] < defined[1]:
+        text += f" ({defined[0]} of {defined[1]} seeds)"
     return text
 
 
@@ -552,7 +558,8 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
         "",
         "Mean over seeds with a 95% Student-t interval [low, high]. *Final*: the last offline "
         "evaluation. *AUC*: the curve's average over samples 0..N (100 = expert from the first "
-        "sample). *Samples to 90%*: first evaluation at 90% of the seed's own final score.",
+        "sample). *Samples to 90%*: first evaluation at 90% of the seed's own final score "
+        "(undefined for a seed whose final score is not above random).",
         "",
     ]
     has_online = any(g.has_online for g in groups)
@@ -564,7 +571,7 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
         g = s.group
         row = [g.dataset, g.method, "normalized" if g.normalized else "*return*",
                str(len(s.seeds)), _with_ci(s.final), _with_ci(s.auc),
-               _samples_text(s.samples_to_90)]
+               _samples_text(s.samples_to_90, _defined(s.seeds, "samples_to_90"))]
         if has_online:
             row += [_with_ci(s.final_online), _with_ci(s.auc_online)]
         rows.append(row)

@@ -313,10 +313,12 @@ def samples_to_fraction(
     baseline), where final is the curve's last score.
 
     On the normalized scale baseline is 0 (random), so this is the first point at 90% of the
-    run's own final score. If final < baseline the target lies above the final score, so it may
-    never be reached: NaN then.
+    run's own final score. NaN when the final score is not above the baseline: there is no
+    improvement to reach a fraction of.
     """
     s, v = _curve(samples, scores)
+    if not v[-1] > baseline:
+        return math.nan
     target = baseline + fraction * (v[-1] - baseline)
     reached = np.flatnonzero(v >= target)
     return float(s[reached[0]]) if reached.size else math.nan

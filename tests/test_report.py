@@ -158,8 +158,10 @@ def test_report_writes_figures_that_are_not_blank(runs, tmp_path):
 def test_curves_figure_uses_paper_sizes(runs, tmp_path):
     import matplotlib.image
 
+    from seqeval.figures import curves_figure
+
     groups, _ = report.load_groups(runs)
-    png, _ = __import__("seqeval.figures").figures.curves_figure(groups, tmp_path / "c")
+    png, _ = curves_figure(groups, tmp_path / "c")
     height, width = matplotlib.image.imread(png).shape[:2]
     # two dataset panels at ~3.3 in each, 300 dpi, cropped tight
     assert 1500 < width < 2300 and height > 500

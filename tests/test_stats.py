@@ -125,9 +125,10 @@ def test_samples_to_fraction_is_the_first_evaluation_at_90_percent_of_final():
     assert stats.samples_to_fraction([10, 20, 30, 40], [0.0, 95.0, 50.0, 100.0]) == 20
     # On raw returns a baseline other than 0: target = -100 + 0.9 * (100 - -100) = 80.
     assert stats.samples_to_fraction([1, 2, 3], [-100.0, 70.0, 100.0], baseline=-100.0) == 3
-    # Final below the baseline: the target (-45) lies above the final score; first reach or NaN.
-    assert stats.samples_to_fraction([1, 2], [10.0, -50.0]) == 1
-    assert math.isnan(stats.samples_to_fraction([1, 2], [-60.0, -50.0]))
+    # A final score at or below the baseline (random) has no improvement to take 90% of.
+    assert math.isnan(stats.samples_to_fraction([1, 2], [10.0, -50.0]))
+    assert math.isnan(stats.samples_to_fraction([1, 2], [10.0, 0.0]))
+    assert stats.samples_to_fraction([1, 2], [-10.0, 0.5]) == 2
 
 
 def test_rejects_bad_matrices():
