@@ -33,7 +33,6 @@ import numpy as np
 
 from seqeval import stats
 from seqeval.errors import UserError
-from seqeval.results import read_evaluations
 
 MEASURES: dict[str, str] = {"final": "final score", "auc": "area under the curve"}
 PREQUENTIAL_FILE = "prequential.csv"
@@ -196,6 +195,10 @@ def load_groups(run_dirs: Sequence[str | Path]) -> tuple[list[Group], list[str]]
     """Read run directories into groups (sorted by dataset, then method) and notes for the
     report. UserError on a missing directory, a directory that is not a run, no runs, a run
     with no evaluations, or one seed present in two run directories of the same group."""
+    # Imported here: seqeval.results pulls in JAX, and the CLI imports this module for every
+    # command to register `report`.
+    from seqeval.results import read_evaluations
+
     if not run_dirs:
         raise UserError("no run directories given; pass one or more RUN_DIR")
     notes: list[str] = []

@@ -17,7 +17,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 AGGREGATES: tuple[str, ...] = ("iqm", "median", "mean", "optimality_gap")
 AGGREGATE_TITLES: dict[str, str] = {
@@ -259,6 +258,8 @@ def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -
     arr = arr[~np.isnan(arr)]
     if arr.size == 0:
         return Interval(math.nan, math.nan, math.nan)
+    from scipy import stats as scipy_stats  # here: importing scipy.stats costs ~1 s at CLI start
+
     center = float(arr.mean())
     if arr.size == 1:
         return Interval(center, math.nan, math.nan)
