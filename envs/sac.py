@@ -16,6 +16,7 @@ stopped and any snapshot can be reloaded later as a behaviour policy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -180,9 +181,15 @@ class SAC:
         self.temperature_tx = optax.adam(config.temperature_lr)
         self.update_chunk = jax.jit(self._update_chunk, static_argnums=3, donate_argnums=0)
         self.policy = jax.jit(self._policy, static_argnums=3)
+        # One compiled program instead of dozens of op-by-op dispatches (seconds each on CPU).
+        self._init = jax.jit(self._init_state)
+        self._actor_template: Any = None
 
     # -- construction ----------------------------------------------------------------------
     def init(self, key: jax.Array) -> SACState:
+        return self._init(key)
+
+    def _init_state(self, key: jax.Array) -> SACState:
         actor_key, critic_key, key = jax.random.split(key, 3)
         observations = jnp.zeros((1, self.observation_dim), jnp.float32)
         actions = jnp.zeros((1, self.action_dim), jnp.float32)
@@ -205,6 +212,12 @@ class SAC:
     def init_actor(self, key: jax.Array) -> Any:
         """A randomly initialised actor (the D4RL 'random' behaviour policy)."""
         return self.init(key).actor_params
+
+    def actor_template(self) -> Any:
+        """Actor parameters of the right structure, to deserialise snapshots into."""
+        if self._actor_template is None:
+            self._actor_template = self.init_actor(jax.random.PRNGKey(0))
+        return self._actor_template
 
     # -- acting ----------------------------------------------------------------------------
     def _policy(
@@ -373,7 +386,7 @@ class SACTrainer:
         self.action_dim = probe.action_dim
         self.action_low, self.action_high = probe.action_low, probe.action_high
         probe.close()
-        self.agent = SAC(sac_config, self.observation_dim, self.action_dim)
+        self.agent = shared_sac(sac_config, self.observation_dim, self.action_dim)
         # The buffer holds every transition of the run (D4RL's SAC kept 1M, its whole budget).
         self.capacity = int(budget.env_steps) + budget.num_envs
 
@@ -395,8 +408,7 @@ class SACTrainer:
         return self.work_dir / "snapshots" / f"actor_{index:04d}.msgpack"
 
     def load_actor(self, index: int) -> Any:
-        template = self.agent.init_actor(jax.random.PRNGKey(0))
-        return load_pytree(self.snapshot_path(index), template)
+        return load_pytree(self.snapshot_path(index), self.agent.actor_template())
 
     def replay_episodes(self, last_checkpoint: int) -> list[Episode]:
         """Every transition collected up to checkpoint `last_checkpoint`, as episodes in
@@ -459,18 +471,19 @@ class SACTrainer:
         """Train to the budget (resuming from the last checkpoint if any); returns progress."""
         budget = self.budget
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        state = self.agent.init(jax.random.PRNGKey(self.seed))
-        buffer = empty_buffer(self.capacity, self.observation_dim, self.action_dim)
-        size = position = env_steps = 0
-        checkpoints: list[dict] = []
         previous = self.read_progress()
-        train_seconds = 0.0
-        # Gradient steps owed so far (carried between chunks, and across a resume).
-        update_debt = 0.0
         if previous is not None:
             self._check_same_run(previous)
             if previous.get("complete"):
                 return previous
+        state = self.agent.init(jax.random.PRNGKey(self.seed))
+        buffer = empty_buffer(self.capacity, self.observation_dim, self.action_dim)
+        size = position = env_steps = 0
+        checkpoints: list[dict] = []
+        train_seconds = 0.0
+        # Gradient steps owed so far (carried between chunks, and across a resume).
+        update_debt = 0.0
+        if previous is not None:
             state = load_pytree(self.work_dir / "state.msgpack", state)
             with np.load(self.work_dir / "buffer.npz") as saved:
                 size = int(saved["rewards"].shape[0])
@@ -565,6 +578,12 @@ class SACTrainer:
                 f"{self.work_dir} holds a SAC run with other settings; delete it or use the "
                 "settings it was started with"
             )
+
+
+@functools.lru_cache(maxsize=16)
+def shared_sac(config: SACConfig, observation_dim: int, action_dim: int) -> SAC:
+    """One SAC (and so one set of compiled programs) per problem size and config per process."""
+    return SAC(config, observation_dim, action_dim)
 
 
 def policy_fn(agent: SAC, actor_params: Any, seed: int,
