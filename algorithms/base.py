@@ -114,6 +114,11 @@ class Agent:
             return self.explore(config, state, observations, key)
         return self.act(config, state, observations, key, False)
 
+    def network_overrides(self, hidden_dims: str) -> tuple[tuple[str, str], ...]:
+        """Overrides setting every `*hidden_dims` field (e.g. small networks for CPU demos)."""
+        return tuple((f.name, hidden_dims) for f in dataclasses.fields(self.config_class)
+                     if f.name.endswith("hidden_dims"))
+
     def make_config(self, overrides: Mapping[str, str] | None = None) -> Any:
         """The default config with `overrides` (key -> string value) applied and type-checked."""
         return make_config(self.config_class, overrides or {}, agent_name=self.name)

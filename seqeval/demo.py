@@ -7,7 +7,6 @@ it fits a 2-core CPU), draws figures/demo.png and prints a results table.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -24,12 +23,6 @@ DEMO_PROTOCOL = dict(initial_size=1000, increment=10, steps_per_increment=10, ev
 DEMO_NETWORK = "64,64"
 
 
-def _demo_overrides(agent_name: str) -> tuple[tuple[str, str], ...]:
-    """Small networks for every agent that has a `hidden_dims` setting."""
-    fields = {f.name for f in dataclasses.fields(get_agent(agent_name).config_class)}
-    return (("hidden_dims", DEMO_NETWORK),) if "hidden_dims" in fields else ()
-
-
 def run_demo(out_dir: str = "runs/demo", figure: str = "figures/demo.png",
              agents: list[str] | None = None, dataset: str = DEMO_DATASET) -> int:
     from envs.datasets import ensure_datasets
@@ -42,8 +35,9 @@ def run_demo(out_dir: str = "runs/demo", figure: str = "figures/demo.png",
         run_dir = Path(out_dir) / name
         if run_dir.exists():
             shutil.rmtree(run_dir)  # the demo always starts fresh
+        small_networks = get_agent(name).network_overrides(DEMO_NETWORK)
         summary = run(RunSettings(agent=name, dataset=dataset, out=str(run_dir),
-                                  agent_overrides=_demo_overrides(name), **DEMO_PROTOCOL))
+                                  agent_overrides=small_networks, **DEMO_PROTOCOL))
         run_dirs.append(str(run_dir))
         table.append((name, summary))
     paths = plot_runs(run_dirs, figure, title=f"seqeval demo: {dataset}")
