@@ -37,7 +37,7 @@ from seqeval.errors import UserError
 MEASURES: dict[str, str] = {"final": "final score", "auc": "area under the curve"}
 PREQUENTIAL_FILE = "prequential.csv"
 # Columns of prequential.csv that are not metrics.
-PREQUENTIAL_KEYS = ("samples", "seed", "gradient_steps", "phase", "wall_time")
+PREQUENTIAL_KEYS = ("samples", "seed", "transitions", "gradient_steps", "phase", "wall_time")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,6 +69,8 @@ class PrequentialCurve:
 
     seed: int
     metrics: dict[str, tuple[np.ndarray, np.ndarray]]
+    # metric -> transitions in each scored chunk (the `transitions` column), when stored
+    chunk_sizes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -167,14 +169,15 @@ def read_prequential(path: Path) -> list[PrequentialCurve]:
         curves = []
         for seed, seed_rows in sorted(by_seed.items()):
             seed_rows.sort(key=lambda r: float(r["samples"]))
-            metrics = {}
+            metrics, chunk_sizes = {}, {}
             for name in metric_names:
-                points = [(float(r["samples"]), float(r[name])) for r in seed_rows
-                          if r.get(name) not in ("", None)]
-                if points:
-                    arr = np.array(points, dtype=np.float64)
-                    metrics[name] = (arr[:, 0], arr[:, 1])
-            curves.append(PrequentialCurve(seed=seed, metrics=metrics))
+                kept = [r for r in seed_rows if r.get(name) not in ("", None)]
+                if kept:
+                    metrics[name] = (np.array([float(r["samples"]) for r in kept]),
+                                     np.array([float(r[name]) for r in kept]))
+                    if "transitions" in columns:
+                        chunk_sizes[name] = np.array([float(r["transitions"]) for r in kept])
+            curves.append(PrequentialCurve(seed=seed, metrics=metrics, chunk_sizes=chunk_sizes))
     except (TypeError, ValueError) as error:
         raise UserError(f"'{file}' has a value that is not a number ({error}); repair the file "
                         "or delete it to report without the prequential signal") from None
@@ -432,23 +435,31 @@ class PrequentialSummary:
     metric: str
     seeds: int
     last: stats.Interval  # value at the last evaluation point (a cumulative metric's total)
-    average: stats.Interval  # mean over evaluation points (a per-chunk loss's average)
+    average: stats.Interval  # a per-chunk loss's mean over all scored transitions
 
 
 def summarise_prequential(group: Group) -> list[PrequentialSummary]:
     names = sorted({n for p in group.prequential for n in p.metrics})
     out = []
     for name in names:
-        curves = [p.metrics[name] for p in group.prequential if name in p.metrics]
+        scored = [p for p in group.prequential if name in p.metrics]
+        curves = [p.metrics[name] for p in scored]
+        averages = []
+        for p in scored:
+            # Chunks can differ in size (the last one is short): weighting each chunk's mean
+            # loss by its transitions gives the loss per transition over the whole run, i.e.
+            # the description length divided by the transitions scored.
+            _, values = p.metrics[name]
+            weights = p.chunk_sizes.get(name, np.ones_like(values))
+            averages.append(math.nan if is_cumulative(name) else
+                            float(np.sum(values * weights) / np.sum(weights)))
         out.append(PrequentialSummary(
             dataset=group.dataset,
             method=group.method,
             metric=name,
             seeds=len(curves),
             last=stats.t_interval([values[-1] for _, values in curves]),
-            # A running total's average over evaluation points means nothing: left empty.
-            average=stats.t_interval([math.nan if is_cumulative(name) else values.mean()
-                                      for _, values in curves]),
+            average=stats.t_interval(averages),  # NaN for a running total: it means nothing
         ))
     return out
 
@@ -622,8 +633,9 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
             "", "## Prequential signal", "",
             "Each chunk of data scored by the agent before it trains on it (no environment "
             "needed). *Last*: at the last evaluation point (for a cumulative metric, the "
-            "total: the prequential description length). *Average*: mean over evaluation "
-            "points. Mean over seeds with a 95% t interval; lower is better.",
+            "total: the prequential description length). *Average*: a per-chunk loss averaged "
+            "over all scored transitions (chunks weighted by their size). Mean over seeds with "
+            "a 95% t interval; lower is better.",
             "",
         ]
         rows = [[p.dataset, p.method, p.metric, str(p.seeds), _with_ci(p.last, 4, "g"),

@@ -204,13 +204,15 @@ def test_online_phase_is_summarised_and_drawn(tmp_path):
     assert "final online" in (out / "report.md").read_text()
 
 
-PREQUENTIAL_CSV = """samples,seed,action_mse,td_error,action_mse_cumsum
-5000,0,0.50,2.0,2500
-10000,0,0.30,1.5,4000
-15000,0,0.20,1.0,5000
-5000,1,0.70,2.5,3500
-10000,1,0.40,1.0,5500
-15000,1,0.10,0.5,6000
+# As the engine writes it: the chunk starting at `samples`, its size, then per metric the mean
+# loss per transition and the running sum (the description length).
+PREQUENTIAL_CSV = """samples,seed,transitions,action_mse,action_mse_cumulative,td_error
+5000,0,5000,0.50,2500,2.0
+10000,0,5000,0.30,4000,1.5
+15000,0,5000,0.20,5000,1.0
+5000,1,5000,0.70,3500,2.5
+10000,1,5000,0.40,5500,1.0
+15000,1,5000,0.10,6000,0.5
 """
 
 
@@ -220,14 +222,22 @@ def test_prequential_csv_is_summarised_and_drawn_under_the_curves(runs, tmp_path
     groups, _ = report.load_groups([run])
     (curve0, curve1) = groups[0].prequential
     np.testing.assert_allclose(curve1.metrics["action_mse"][1], [0.7, 0.4, 0.1])
-    assert report.is_cumulative("action_mse_cumsum") and not report.is_cumulative("td_error")
+    assert set(curve0.metrics) == {"action_mse", "action_mse_cumulative", "td_error"}
+    assert report.is_cumulative("action_mse_cumulative") and not report.is_cumulative("td_error")
     out = tmp_path / "report"
     report.make_report([*runs, run], out, reps=200)
     rows = {r["metric"]: r for r in read_csv(out / "prequential.csv")}
-    assert set(rows) == {"action_mse", "td_error", "action_mse_cumsum"}
-    assert rows["action_mse_cumsum"]["agent"] == "td3_bc"
-    assert float(rows["action_mse_cumsum"]["last_mean"]) == pytest.approx(5500.0)
+    assert set(rows) == {"action_mse", "td_error", "action_mse_cumulative"}
+    assert rows["action_mse_cumulative"]["agent"] == "td3_bc"
+    assert float(rows["action_mse_cumulative"]["last_mean"]) == pytest.approx(5500.0)
+    assert rows["action_mse_cumulative"]["average_mean"] == ""  # meaningless for a running sum
     assert float(rows["action_mse"]["average_mean"]) == pytest.approx((1.0 / 3 + 1.2 / 3) / 2)
+    # Unequal chunks: the average weights each chunk's mean loss by its transitions.
+    uneven = write_run(tmp_path / "uneven", "bc", "d/a-v0", {0: [50, 60, 70, 80]},
+                       prequential="samples,seed,transitions,action_mse\n"
+                                   "5000,0,5000,0.4\n10000,0,1000,0.1\n")
+    (summary,) = report.summarise_prequential(report.load_groups([uneven])[0][0])
+    assert summary.average.point == pytest.approx((5000 * 0.4 + 1000 * 0.1) / 6000)
     assert float(rows["td_error"]["last_mean"]) == pytest.approx(0.75)
     assert "## Prequential signal" in (out / "report.md").read_text()
     # The curve figure grows a panel row per per-chunk metric (2) under each return panel.
@@ -306,4 +316,10 @@ def test_report_on_real_runs_through_the_cli(store, tmp_path):
     aggregates = read_csv(out / "aggregates.csv")
     assert {r["agent"] for r in aggregates} == {"bc", "td3_bc"}
     assert len(read_csv(out / "probability_of_improvement.csv")) == 2
+    # The engine's prequential signal is summarised: action error for both, TD error for the
+    # agent with a critic.
+    prequential = {(r["agent"], r["metric"]): r for r in read_csv(out / "prequential.csv")}
+    assert {("bc", "action_mse"), ("td3_bc", "action_mse"), ("td3_bc", "td_error"),
+            ("td3_bc", "td_error_cumulative")} <= set(prequential)
+    assert float(prequential[("bc", "action_mse")]["average_mean"]) > 0
     assert non_white_fraction(out / "curves.png") > 0.02
