@@ -36,6 +36,10 @@ from seqeval.errors import UserError
 
 MEASURES: dict[str, str] = {"final": "final score", "auc": "area under the curve"}
 PREQUENTIAL_FILE = "prequential.csv"
+OUTPUT_FILES = ("report.md", "per_dataset.csv", "aggregates.csv",
+                "probability_of_improvement.csv", "prequential.csv",
+                *(f"{stem}.{ext}" for stem in ("curves", "aggregates", "probability_of_improvement")
+                  for ext in ("png", "pdf")))
 # Columns of prequential.csv that are not metrics.
 PREQUENTIAL_KEYS = ("samples", "seed", "transitions", "gradient_steps", "phase", "wall_time")
 
@@ -665,6 +669,10 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, reps: int = sta
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; pass a directory")
     out.mkdir(parents=True, exist_ok=True)
+    # A report written over an older one must not leave that one's tables or figures behind
+    # (say a prequential.csv from runs no longer included); only our own file names go.
+    for name in OUTPUT_FILES:
+        (out / name).unlink(missing_ok=True)
     summaries = [summarise_group(g) for g in groups]
     comparison = compare(summaries, reps=reps, seed=seed)
     prequential = [p for g in groups for p in summarise_prequential(g)]

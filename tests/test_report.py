@@ -248,6 +248,9 @@ def test_prequential_csv_is_summarised_and_drawn_under_the_curves(runs, tmp_path
     tall = matplotlib.image.imread(out / "curves.png").shape[0]
     short = matplotlib.image.imread(without / "curves.png").shape[0]
     assert tall > 1.6 * short
+    # Reporting again into the same dir without that run leaves no stale prequential table.
+    report.make_report(runs, out, reps=200, figures=False)
+    assert not (out / "prequential.csv").exists() and not (out / "curves.png").exists()
 
 
 def test_mean_curve_interpolates_seeds_onto_a_common_grid():
