@@ -10,9 +10,7 @@ import numpy as np
 
 from seqeval.errors import UserError
 from seqeval.results import read_evaluations
-from seqeval.style import agent_color
-
-MODE_STYLE = {"sequential": "-", "full": "--", "retrain": ":"}
+from seqeval.style import MODE_LINESTYLES, agent_color
 
 
 def load_run(run_dir: Path | str) -> tuple[dict, list[dict]]:
@@ -76,7 +74,7 @@ def plot_runs(run_dirs: list[str], out: Path | str, title: str | None = None) ->
         label += f", {seeds} seeds" if seeds > 1 else ""
         color = agent_color(agent)
         marker = "o" if mode == "retrain" else None
-        ax.plot(samples, mean, MODE_STYLE.get(mode, "-"), color=color, label=label,
+        ax.plot(samples, mean, MODE_LINESTYLES.get(mode, "-"), color=color, label=label,
                 marker=marker, markersize=3, linewidth=1.5)
         if seeds > 1:
             ax.fill_between(samples, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
