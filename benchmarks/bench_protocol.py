@@ -116,6 +116,22 @@ def bench_online(out_root: Path, dataset: str, agent: str, env_steps: int) -> No
     print(f"| {env_steps} | {online_wall:.1f} | {env_steps / online_wall:.0f} |")
 
 
+def bench_prequential(out_root: Path, dataset: str, agent: str, steps: int) -> None:
+    """Cost of scoring each chunk before training on it (prequential signal)."""
+    from seqeval.data import load_dataset
+
+    data = load_dataset(dataset)
+    common = dict(agent=agent, dataset=dataset, initial_size=data.size - steps,
+                  eval_every=5_000, eval_episodes=2)
+    print(f"\n## Prequential scoring ({agent}, 2x256, {steps} gradient steps, f_e=5000)")
+    print("| prequential | wall s | slowdown |")
+    print("|---|---|---|")
+    _, without = _run(out_root, "no-prequential", prequential=False, **common)
+    _, with_it = _run(out_root, "prequential", prequential=True, **common)
+    print(f"| off | {without:.1f} | |")
+    print(f"| on | {with_it:.1f} | {with_it / without - 1:+.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run)")
@@ -135,6 +151,7 @@ def main() -> None:
         bench_seeds(out_root, "pendulum/expert-v0", "td3_bc", int(3_000 * scale))
         bench_retrain(out_root, "pendulum/expert-v0", "td3_bc", int(2_000 * scale))
         bench_online(out_root, "pendulum/expert-v0", "td3_bc", int(5_000 * scale))
+        bench_prequential(out_root, "pendulum/expert-v0", "td3_bc", int(15_000 * scale))
 
 
 if __name__ == "__main__":
