@@ -348,6 +348,9 @@ class TrainBudget:
     chunk_env_steps: int = 1000  # transitions collected between two compiled update chunks
     updates_per_step: float = 1.0  # gradient steps per collected transition
     learning_starts: int = 5000  # transitions collected before the first update
+    # Act uniformly at random until learning starts (as SB3/CleanRL do): the untrained
+    # tanh-Gaussian actor explores only a narrow band of actions (std ~0.2 at init).
+    uniform_warmup: bool = True
     checkpoint_every: int = 50_000  # environment steps between checkpoints (and snapshots)
     snapshot_eval_episodes: int = 10  # episodes to score each actor snapshot
 
@@ -514,8 +517,12 @@ class SACTrainer:
                 chunk_rows = []
                 for _ in range(steps_per_chunk):
                     key = jax.random.fold_in(state.key, env_steps)
-                    actions = np.asarray(self.agent.policy(state.actor_params,
-                                                           jnp.asarray(observations), key, False))
+                    if budget.uniform_warmup and size < budget.learning_starts:
+                        actions = np.asarray(jax.random.uniform(
+                            key, (budget.num_envs, self.action_dim), minval=-1.0, maxval=1.0))
+                    else:
+                        actions = np.asarray(self.agent.policy(
+                            state.actor_params, jnp.asarray(observations), key, False))
                     observations, transitions, finished = pool.step(actions)
                     chunk_rows.append(transitions)
                     segment.extend(finished)
