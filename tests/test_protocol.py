@@ -99,7 +99,8 @@ def test_window_restricts_batches_to_recent_transitions():
     train = protocol.make_train_chunk(PROBE, ProbeConfig(), settings)
     state = jax.tree.map(lambda x: x[None], _probe_init(ProbeConfig(), None, None, None, 0))
     order = jnp.arange(n, dtype=jnp.int32)[None]
-    state, *_ = train(state, jax.random.PRNGKey(1)[None], order, _identity_data(n), None, 100, 20, n)
+    key = jax.random.PRNGKey(1)[None]
+    state, *_ = train(state, key, order, _identity_data(n), None, 100, 20, n)
     seen = np.asarray(state["seen"][0])[:60].reshape(20, 3, 8)
     for increment in range(20):
         size = 100 + (increment + 1) * 10
