@@ -125,11 +125,10 @@ def _critic_target(config: TD3BCConfig, state: TD3BCState, rewards: jax.Array,
     return td_target(rewards, terminals, jnp.min(next_q, axis=0), config.discount)
 
 
-def update(config: TD3BCConfig, state: TD3BCState, batch: Batch, key: jax.Array):
-    first_critic = StateActionValue(config.critic_hidden_dims)
+def critic_step(config: TD3BCConfig, state: TD3BCState, batch: Batch, key: jax.Array):
+    """One twin-critic update (every step); returns (state, critic loss, Q on the batch)."""
     observations = _normalized(state, batch.observations)
     next_observations = _normalized(state, batch.next_observations)
-
     noise = jax.random.normal(key, batch.actions.shape, batch.actions.dtype)
     target = _critic_target(config, state, batch.rewards, batch.terminals, next_observations,
                             noise)
@@ -140,30 +139,39 @@ def update(config: TD3BCConfig, state: TD3BCState, batch: Batch, key: jax.Array)
 
     (critic_loss, q), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
         state.critic.params)
-    critic = state.critic.apply_gradients(grads=grads)
+    return state.replace(critic=state.critic.apply_gradients(grads=grads)), critic_loss, q
+
+
+def actor_step(config: TD3BCConfig, state: TD3BCState, batch: Batch) -> TD3BCState:
+    """One delayed actor update and the Polyak step of both target networks."""
+    observations = _normalized(state, batch.observations)
+    # Only the first critic drives the actor (as in TD3): apply just that member.
+    first_critic = StateActionValue(config.critic_hidden_dims)
+    first_params = member(state.critic.params, 0)
+
+    def actor_loss_fn(params):
+        policy_actions = state.actor.apply_fn(params, observations)
+        q_policy = first_critic.apply(first_params, observations, policy_actions)
+        return td3_bc_actor_loss(q_policy, policy_actions, batch.actions, config.alpha)
+
+    actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(state.actor.params)
+    actor = state.actor.apply_gradients(grads=actor_grads)
+    return state.replace(
+        actor=actor,
+        target_actor_params=polyak(state.target_actor_params, actor.params, config.tau),
+        target_critic_params=polyak(state.target_critic_params, state.critic.params, config.tau),
+        actor_loss=actor_loss,
+    )
+
+
+def update(config: TD3BCConfig, state: TD3BCState, batch: Batch, key: jax.Array):
+    state, critic_loss, q = critic_step(config, state, batch, key)
     # TrainState.step counts critic updates; the actor follows on every policy_frequency-th.
-    update_actor = critic.step % config.policy_frequency == 0
-
-    def actor_step(state: TD3BCState) -> TD3BCState:
-        # Only the first critic drives the actor (as in TD3): apply just that member.
-        first_params = member(critic.params, 0)
-
-        def actor_loss_fn(params):
-            policy_actions = state.actor.apply_fn(params, observations)
-            q_policy = first_critic.apply(first_params, observations, policy_actions)
-            return td3_bc_actor_loss(q_policy, policy_actions, batch.actions, config.alpha)
-
-        actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(state.actor.params)
-        actor = state.actor.apply_gradients(grads=actor_grads)
-        return state.replace(
-            actor=actor,
-            target_actor_params=polyak(state.target_actor_params, actor.params, config.tau),
-            target_critic_params=polyak(state.target_critic_params, critic.params, config.tau),
-            actor_loss=actor_loss,
-        )
-
-    state = state.replace(critic=critic)
-    state = jax.lax.cond(update_actor, actor_step, lambda s: s, state)
+    # (Under vmap over seeds the predicate is batched and cond becomes select: both branches
+    # run and the result is the same.)
+    update_actor = state.critic.step % config.policy_frequency == 0
+    state = jax.lax.cond(update_actor, lambda s: actor_step(config, s, batch), lambda s: s,
+                         state)
     metrics = {"critic_loss": critic_loss, "actor_loss": state.actor_loss,
                "q_mean": jnp.mean(q)}
     return state, metrics

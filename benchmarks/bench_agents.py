@@ -1,0 +1,163 @@
+"""Gradient-update throughput of every agent on synthetic data shaped like D4RL hopper.
+
+Usage: .venv/bin/python benchmarks/bench_agents.py [--agents td3_bc,iql,cql,cql_2x256,bc]
+       [--seconds 20] [--repeats 3]
+
+For each agent: 1M transitions (observation 11, action 3) live on the device; one jitted
+program runs a `lax.scan` of updates, each sampling its batch of 256 indices on device, so no
+Python runs per update. Reported per agent:
+- compile time of that program;
+- updates/s (best of `--repeats` timed calls, each of about `--seconds`/repeats seconds);
+- FLOPs per update from XLA's cost analysis of one update (a scan body is counted once, so the
+  update is analysed on its own; TD3+BC's delayed actor is counted once per policy_frequency);
+- achieved GFLOP/s and its ratio to a large float32 matmul measured in the same process.
+`cql_2x256` is CQL with 2x256 networks, the size of the JAX reference quoted in issue 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from algorithms import td3_bc
+from algorithms.base import Batch, DatasetStats, Spaces, get_agent
+
+OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE, BATCH_SIZE = 11, 3, 1_000_000, 256
+
+# name -> (registered agent, config overrides); defaults are the reference network sizes.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bc": ("bc", {}),
+    "td3_bc": ("td3_bc", {}),
+    "iql": ("iql", {}),
+    "cql": ("cql", {}),
+    "cql_2x256": ("cql", {"actor_hidden_dims": (256, 256), "critic_hidden_dims": (256, 256)}),
+}
+
+
+def synthetic_dataset(key: jax.Array) -> Batch:
+    keys = jax.random.split(key, 5)
+    return Batch(
+        observations=jax.random.normal(keys[0], (DATASET_SIZE, OBSERVATION_DIM)),
+        actions=jax.random.uniform(keys[1], (DATASET_SIZE, ACTION_DIM), minval=-1, maxval=1),
+        rewards=jax.random.normal(keys[2], (DATASET_SIZE,)),
+        next_observations=jax.random.normal(keys[3], (DATASET_SIZE, OBSERVATION_DIM)),
+        terminals=(jax.random.uniform(keys[4], (DATASET_SIZE,)) < 0.01).astype(jnp.float32),
+    )
+
+
+def sample(data: Batch, key: jax.Array) -> Batch:
+    rows = jax.random.randint(key, (BATCH_SIZE,), 0, DATASET_SIZE)
+    return jax.tree.map(lambda column: column[rows], data)
+
+
+def cost_flops(function: Callable, *args) -> float:
+    analysis = jax.jit(function).lower(*args).compile().cost_analysis()
+    if isinstance(analysis, list):  # older jax returns one dict per device
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
+def matmul_gflops(size: int = 4096, seconds: float = 3.0) -> float:
+    """Float32 GFLOP/s of a large square matmul (best of several timed calls)."""
+    a = jax.random.normal(jax.random.PRNGKey(1), (size, size))
+    b = jax.random.normal(jax.random.PRNGKey(2), (size, size))
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def flops_per_update(name: str, agent, config, state, batch, key) -> float:
+    if name.startswith("td3_bc"):
+        # The cost analysis counts a cond's branch in full; TD3+BC runs the actor branch only
+        # every policy_frequency-th step, so cost its two halves separately.
+        critic = cost_flops(lambda s, b, k: td3_bc.critic_step(config, s, b, k)[0],
+                            state, batch, key)
+        actor = cost_flops(lambda s, b: td3_bc.actor_step(config, s, b), state, batch)
+        return critic + actor / config.policy_frequency
+    return cost_flops(lambda s, b, k: agent.update(config, s, b, k), state, batch, key)
+
+
+def bench_agent(name: str, data: Batch, seconds: float, repeats: int) -> dict[str, float]:
+    agent_name, overrides = VARIANTS[name]
+    agent = get_agent(agent_name)
+    config = dataclasses.replace(agent.make_config({}), **overrides)
+    spaces = Spaces(OBSERVATION_DIM, ACTION_DIM)
+    stats = DatasetStats.identity(OBSERVATION_DIM)
+    state = agent.init(config, jax.random.PRNGKey(0), spaces, stats, 1_000_000)
+    key = jax.random.PRNGKey(1)
+    flops = flops_per_update(name, agent, config, state, sample(data, key), key)
+
+    def train(state, key, data, num_updates):
+        def step(carry, _):
+            state, key = carry
+            key, batch_key, update_key = jax.random.split(key, 3)
+            state, metrics = agent.update(config, state, sample(data, batch_key), update_key)
+            return (state, key), metrics["critic_loss" if "critic_loss" in metrics
+                                         else "actor_loss"]
+
+        (state, key), losses = jax.lax.scan(step, (state, key), None, length=num_updates)
+        return state, key, losses[-1]
+
+    # Size each timed call from a rough first estimate so calls last seconds/repeats.
+    probe_updates = 10
+    jitted = jax.jit(train, static_argnums=3)
+    state, key, loss = jitted(state, key, data, probe_updates)
+    loss.block_until_ready()
+    start = time.perf_counter()
+    state, key, loss = jitted(state, key, data, probe_updates)
+    loss.block_until_ready()
+    estimate = probe_updates / (time.perf_counter() - start)
+    num_updates = max(10, int(estimate * seconds / repeats))
+
+    start = time.perf_counter()
+    compiled = jitted.lower(state, key, data, num_updates).compile()
+    compile_seconds = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, key, loss = compiled(state, key, data)
+        loss.block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    updates_per_second = num_updates / best
+    return {"updates_per_s": updates_per_second, "compile_s": compile_seconds,
+            "gflop_per_update": flops / 1e9, "gflop_per_s": flops * updates_per_second / 1e9,
+            "updates_timed": num_updates, "final_loss": float(loss)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="td3_bc,iql,cql,cql_2x256,bc")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per agent")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    print(f"jax {jax.__version__} on {platform.processor() or platform.machine()}, "
+          f"{jax.devices()[0].platform}, {jax.local_device_count()} device(s)")
+    data = synthetic_dataset(jax.random.PRNGKey(0))
+    peak = matmul_gflops()
+    print(f"float32 4096x4096 matmul: {peak:.1f} GFLOP/s")
+    header = (f"{'agent':<11} {'updates/s':>10} {'compile s':>10} {'GFLOP/update':>13} "
+              f"{'GFLOP/s':>8} {'% matmul':>9}")
+    print(header)
+    for name in args.agents.split(","):
+        result = bench_agent(name, data, args.seconds, args.repeats)
+        print(f"{name:<11} {result['updates_per_s']:>10.1f} {result['compile_s']:>10.2f} "
+              f"{result['gflop_per_update']:>13.3f} {result['gflop_per_s']:>8.1f} "
+              f"{100 * result['gflop_per_s'] / peak:>8.1f}%", flush=True)
+    print(f"float32 4096x4096 matmul (again, after): {matmul_gflops():.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

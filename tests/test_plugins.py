@@ -1,0 +1,100 @@
+"""Agents from outside seqeval: a file (`--agent FILE.py:NAME`) and an installed package
+registering an entry point in the `seqeval.agents` group, both through `seqeval run`."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import EXPERT
+
+from algorithms.base import ENTRY_POINT_GROUP, available_agents, get_agent
+from seqeval.cli import main
+from seqeval.results import read_evaluations
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "docs" / "example_agent.py"
+PLUGIN_PACKAGE = Path(__file__).resolve().parent / "plugin_pkg"
+# Small, fast protocol settings: two evaluations after 9,000 and 10,000 samples.
+FAST = ["--initial-size", "9000", "--increment", "500", "--steps-per-increment", "20",
+        "--eval-every", "500", "--eval-episodes", "1", "--batch-size", "64", "--no-progress"]
+
+
+def install_plugin(site: Path) -> None:
+    """Install tests/plugin_pkg into `site` the way pip lays out a wheel: the package plus a
+    .dist-info directory whose entry_points.txt comes from the package's pyproject.toml.
+    (Built by hand because pip would need network access to fetch a build backend.)"""
+    project = tomllib.loads((PLUGIN_PACKAGE / "pyproject.toml").read_text())["project"]
+    for package in ("seqeval_mean_action",):
+        shutil.copytree(PLUGIN_PACKAGE / package, site / package)
+    dist_name = project["name"].replace("-", "_")
+    dist_info = site / f"{dist_name}-{project['version']}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    lines = []
+    for group, entries in project["entry-points"].items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {target}" for name, target in entries.items()]
+    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    install_plugin(site)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    yield site
+    sys.modules.pop("seqeval_mean_action", None)
+
+
+def test_agent_defined_in_a_file_runs_through_seqeval_run(store, tmp_path, capsys):
+    out = tmp_path / "linear"
+    code = main(["run", "--agent", f"{EXAMPLE}:AGENT", "--dataset", EXPERT, "--out", str(out),
+                 *FAST, "--agent.learning_rate", "3e-3"])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["agent_config"] == {"learning_rate": 0.003, "exploration_noise": 0.1}
+    assert [row["samples"] for row in read_evaluations(out)] == [9_500, 10_000]
+
+
+def test_agent_from_an_installed_package_entry_point_runs_through_seqeval_run(
+        store, tmp_path, installed_plugin, capsys):
+    assert "mean_action" in available_agents()
+    assert get_agent("mean_action").name == "mean_action"
+    out = tmp_path / "mean"
+    code = main(["run", "--agent", "mean_action", "--dataset", EXPERT, "--out", str(out), *FAST,
+                 "--agent.momentum", "0.9"])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["agent"] == "mean_action" and config["agent_config"] == {"momentum": 0.9}
+    assert len(read_evaluations(out)) == 2
+    # `seqeval agents` lists it with its settings.
+    assert main(["agents"]) == 0
+    assert "--agent.momentum 0.99" in capsys.readouterr().out
+
+
+def test_entry_point_group_name_is_the_documented_one():
+    assert ENTRY_POINT_GROUP == "seqeval.agents"
+    assert 'entry-points."seqeval.agents"' in (PLUGIN_PACKAGE / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("missing_dir/agent.py:AGENT", "does not exist"),
+    (f"{EXAMPLE}:NOPE", "defines no 'NOPE'"),
+    (f"{EXAMPLE}:LinearBCConfig", "is not a seqeval Agent"),
+    ("no_such_agent", "unknown agent 'no_such_agent'"),
+])
+def test_bad_agent_specs_exit_2_with_one_line(store, tmp_path, capsys, spec, message):
+    code = main(["run", "--agent", spec, "--dataset", EXPERT, "--out", str(tmp_path / "x"),
+                 *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
