@@ -1,0 +1,291 @@
+"""The built-in agents: configuration, the interface contract (jit, vmap, bounds), learning."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import EXPERT, MIXED
+
+from algorithms.base import BUILTIN_AGENTS, Batch, DatasetStats, Spaces, get_agent
+from seqeval.errors import UserError
+from seqeval.runner import RunSettings, run
+
+AGENTS = list(BUILTIN_AGENTS)
+RL_AGENTS = ["td3_bc", "iql", "cql"]
+SPACES = Spaces(observation_dim=3, action_dim=2)
+SCALARS = (int, float, bool, str)
+
+
+def small_config(name: str, **overrides):
+    """The agent's defaults with 32x32 networks (fast to compile and run)."""
+    agent = get_agent(name)
+    widths = {f.name: (32, 32) for f in dataclasses.fields(agent.config_class)
+              if f.name.endswith("hidden_dims")}
+    return agent, dataclasses.replace(agent.make_config({}), **widths, **overrides)
+
+
+def synthetic_batch(key: jax.Array, size: int = 128) -> Batch:
+    """Transitions of a smooth task: behaviour a = tanh(W s), reward prefers a close to 0.5."""
+    obs_key, next_key, noise_key = jax.random.split(key, 3)
+    observations = jax.random.normal(obs_key, (size, SPACES.observation_dim))
+    weights = jnp.array([[0.8, -0.3], [0.1, 0.9], [-0.5, 0.2]])
+    actions = jnp.tanh(observations @ weights) + 0.05 * jax.random.normal(noise_key, (size, 2))
+    actions = jnp.clip(actions, -1.0, 1.0)
+    rewards = -jnp.sum((actions - 0.5) ** 2, axis=-1)
+    next_observations = jax.random.normal(next_key, (size, SPACES.observation_dim))
+    terminals = (jnp.arange(size) % 50 == 49).astype(jnp.float32)
+    return Batch(observations, actions, rewards, next_observations, terminals)
+
+
+def stats() -> DatasetStats:
+    return DatasetStats.identity(SPACES.observation_dim)
+
+
+def _format(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def _allowed(annotation) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation in SCALARS:
+        return True
+    if origin is tuple:
+        return len(args) == 2 and args[0] in SCALARS and args[1] is Ellipsis
+    if origin in (types.UnionType, typing.Union):
+        return type(None) in args and all(a is type(None) or _allowed(a) for a in args)
+    return False
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_every_setting_is_a_commented_field_parseable_from_the_command_line(name):
+    agent = get_agent(name)
+    hints = typing.get_type_hints(agent.config_class)
+    default = agent.make_config({})
+    source = inspect.getsource(agent.config_class)
+    for field in dataclasses.fields(agent.config_class):
+        assert _allowed(hints[field.name]), f"{name}.{field.name}: {hints[field.name]}"
+        value = getattr(default, field.name)
+        # The default, written as on the command line, parses back to itself.
+        parsed = agent.make_config({field.name: _format(value)})
+        assert getattr(parsed, field.name) == value, field.name
+        line = next(li for li in source.splitlines() if li.strip().startswith(f"{field.name}:"))
+        assert "#" in line, f"{name}.{field.name} has no comment"
+
+
+@pytest.mark.parametrize("name", RL_AGENTS)
+def test_bad_settings_are_user_errors_naming_the_key(name):
+    agent = get_agent(name)
+    with pytest.raises(UserError, match="no setting 'learning_rat'"):
+        agent.make_config({"learning_rat": "1e-3"})
+    with pytest.raises(UserError, match="--agent.discount expects float"):
+        agent.make_config({"discount": "high"})
+    with pytest.raises(UserError, match="--agent.critic_hidden_dims"):
+        agent.make_config({"critic_hidden_dims": "256,wide"})
+    config = agent.make_config({"discount": "0.9", "critic_hidden_dims": "64,64,64"})
+    assert config.discount == 0.9 and config.critic_hidden_dims == (64, 64, 64)
+
+
+def test_cql_optional_settings_parse():
+    agent = get_agent("cql")
+    assert agent.make_config({"target_entropy": "none"}).target_entropy is None
+    assert agent.make_config({"target_entropy": "-1.5"}).target_entropy == -1.5
+    assert agent.make_config({"lagrange": "true"}).lagrange is True
+
+
+def _run_updates(agent, config, state, batch, num_updates):
+    """`num_updates` updates on one fixed batch in a single compiled scan."""
+
+    @jax.jit
+    def train(state, key):
+        def step(state, key):
+            return agent.update(config, state, batch, key)
+
+        return jax.lax.scan(step, state, jax.random.split(key, num_updates))
+
+    return train(state, jax.random.PRNGKey(7))
+
+
+# score()'s losses that must fall when an agent trains on the very batch it is scored on, and
+# the fraction of its initial value each must fall below (a log-likelihood, which can be
+# negative, must instead drop by 0.5 nats). CQL's conservative penalty competes with its TD
+# fit, so its TD error is only asked to fall by a quarter.
+FITTED_LOSSES = {
+    "bc": {"action_mse": 0.5},
+    "td3_bc": {"action_mse": 0.5, "td_error": 0.5},
+    "iql": {"action_nll": None, "td_error": 0.5, "value_loss": 0.5},
+    "cql": {"td_error": 0.75},
+}
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_training_on_a_fixed_batch_reduces_its_losses(name):
+    agent, config = small_config(name)
+    batch = synthetic_batch(jax.random.PRNGKey(0))
+    state = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 400)
+    score = jax.jit(lambda s: agent.score(config, s, batch))
+    before = score(state)
+    state, metrics = _run_updates(agent, config, state, batch, 400)
+    after = score(state)
+    for values in metrics.values():
+        assert np.all(np.isfinite(np.asarray(values)))
+    for loss, fraction in FITTED_LOSSES[name].items():
+        if fraction is None:
+            assert float(after[loss]) < float(before[loss]) - 0.5, (before[loss], after[loss])
+        else:
+            assert float(after[loss]) < fraction * float(before[loss]), (loss, before, after)
+    if name == "cql":
+        # The conservative gap (logsumexp over sampled actions minus Q on data) shrinks.
+        gap = np.asarray(metrics["cql_gap"])
+        assert gap[-20:].mean() < gap[:20].mean()
+
+
+def _flat(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(leaf, np.float64))
+                           for leaf in jax.tree.leaves(tree)])
+
+
+@pytest.mark.parametrize("name", RL_AGENTS)  # bc: tests/test_protocol.py
+def test_vmapped_seeds_equal_seeds_trained_alone(name):
+    """The engine vmaps init and update over seeds; each member must be the lone run."""
+    agent, config = small_config(name)
+    batch = synthetic_batch(jax.random.PRNGKey(0), 64)
+    init_keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    update_keys = jax.random.split(jax.random.PRNGKey(4), 2)
+
+    def train(init_key, update_key):
+        state = agent.init(config, init_key, SPACES, stats(), 100)
+        # 3 steps, so TD3+BC's delayed actor update runs (its cond turns into a select).
+        return jax.lax.scan(lambda s, k: agent.update(config, s, batch, k), state,
+                            jax.random.split(update_key, 3))
+
+    together = jax.jit(jax.vmap(train))(init_keys, update_keys)
+    for i in range(2):
+        alone = jax.jit(train)(init_keys[i], update_keys[i])
+        member = jax.tree.map(lambda leaf, i=i: leaf[i], together)
+        np.testing.assert_allclose(_flat(member), _flat(alone), rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_actions_are_bounded_and_exploration_is_random(name):
+    agent, config = small_config(name)
+    state = agent.init(config, jax.random.PRNGKey(0), SPACES, stats(), 10)
+    observations = 3.0 * jax.random.normal(jax.random.PRNGKey(1), (200, 3))
+    greedy = agent.act(config, state, observations, jax.random.PRNGKey(2), True)
+    greedy_again = agent.act(config, state, observations, jax.random.PRNGKey(3), True)
+    explored = agent.explore_actions(config, state, observations, jax.random.PRNGKey(4))
+    assert greedy.shape == explored.shape == (200, 2)
+    np.testing.assert_array_equal(np.asarray(greedy), np.asarray(greedy_again))
+    for actions in (greedy, explored):
+        assert float(jnp.max(jnp.abs(actions))) <= 1.0
+    assert float(jnp.mean(jnp.abs(explored - greedy))) > 0.01
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_score_reports_finite_scalars_and_leaves_the_state_alone(name):
+    agent, config = small_config(name)
+    state = agent.init(config, jax.random.PRNGKey(0), SPACES, stats(), 10)
+    before = _flat(state)
+    scores = jax.jit(lambda s, b: agent.score(config, s, b))(
+        state, synthetic_batch(jax.random.PRNGKey(1), 32))
+    assert scores and all(np.shape(v) == () and np.isfinite(v) for v in scores.values())
+    np.testing.assert_array_equal(_flat(state), before)
+
+
+def test_td3_bc_updates_actor_and_targets_every_second_step():
+    agent, config = small_config("td3_bc")
+    batch = synthetic_batch(jax.random.PRNGKey(0), 32)
+    state0 = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 10)
+    update = jax.jit(lambda s, k: agent.update(config, s, batch, k))
+    state1, _ = update(state0, jax.random.PRNGKey(2))
+    state2, _ = update(state1, jax.random.PRNGKey(3))
+    assert not np.array_equal(_flat(state1.critic.params), _flat(state0.critic.params))
+    np.testing.assert_array_equal(_flat(state1.actor.params), _flat(state0.actor.params))
+    np.testing.assert_array_equal(_flat(state1.target_critic_params),
+                                  _flat(state0.target_critic_params))
+    assert not np.array_equal(_flat(state2.actor.params), _flat(state1.actor.params))
+    assert not np.array_equal(_flat(state2.target_actor_params),
+                              _flat(state1.target_actor_params))
+
+
+def test_iql_actor_learning_rate_decays_to_zero_at_total_steps():
+    agent, config = small_config("iql")
+    batch = synthetic_batch(jax.random.PRNGKey(0), 32)
+    state = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), total_steps=3)
+    update = jax.jit(lambda s, k: agent.update(config, s, batch, k)[0])
+    actors, critics = [], []
+    for i in range(5):
+        state = update(state, jax.random.PRNGKey(i))
+        actors.append(_flat(state.actor.params))
+        critics.append(_flat(state.critic.params))
+    assert not np.array_equal(actors[1], actors[0])  # still learning before total_steps
+    np.testing.assert_array_equal(actors[4], actors[3])  # cosine schedule reached zero
+    np.testing.assert_array_equal(actors[3], actors[2])
+    assert not np.array_equal(critics[4], critics[3])  # Q and V keep constant rates
+
+
+def test_iql_scales_rewards_by_the_dataset_return_range():
+    agent, config = small_config("iql")
+    spread = stats()._replace(episode_return_min=jnp.float32(-2000.0),
+                              episode_return_max=jnp.float32(0.0))
+    state = agent.init(config, jax.random.PRNGKey(0), SPACES, spread, 10)
+    assert float(state.reward_scale) == pytest.approx(0.5)
+    off = agent.init(dataclasses.replace(config, normalize_rewards=False), jax.random.PRNGKey(0),
+                     SPACES, spread, 10)
+    assert float(off.reward_scale) == 1.0
+
+
+def test_cql_lagrange_multiplier_and_fixed_temperature():
+    batch = synthetic_batch(jax.random.PRNGKey(0), 32)
+    agent, config = small_config("cql", lagrange=True, lagrange_threshold=-100.0,
+                                 automatic_entropy_tuning=False, initial_alpha=0.3)
+    state = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 10)
+    state, metrics = _run_updates(agent, config, state, batch, 5)
+    # The gap is far above the threshold, so dual ascent raises alpha'.
+    assert float(state.log_alpha_prime.params["log"]) > 0.0
+    np.testing.assert_allclose(np.asarray(metrics["alpha"]), 0.3, rtol=1e-6)
+    agent, tuned = small_config("cql")
+    state = agent.init(tuned, jax.random.PRNGKey(1), SPACES, stats(), 10)
+    state, metrics = _run_updates(agent, tuned, state, batch, 5)
+    assert float(state.log_alpha_prime.params["log"]) == 0.0  # untouched without Lagrange
+    assert float(metrics["alpha"][-1]) != float(metrics["alpha"][0])
+
+
+# Learning on real Pendulum data through the sequential engine (one seed, 5,000 gradient steps,
+# 64x64 networks, batch 128). Random play scores 0 on the normalized scale, and 5-episode
+# evaluations of a random policy stay within about +-15 of it, so "clearly above random" is a
+# final score above LEARNED_THRESHOLD. The mixed dataset follows the swing-up controller on
+# half of the steps and random torques on the rest (its own average is about 50); the expert
+# dataset follows the controller with small noise. Budget-driven settings, documented in
+# docs/agents.md: CQL's policy learns at 1e-3 (default 1e-4 needs far more steps), and IQL
+# runs at temperature 0.5 with a 1e-3 actor on expert data: with Pendulum's large scaled
+# rewards its default temperature-3 weights ignore the rare swing-up states for thousands of
+# steps (on mixed data at temperature 1, three seeds scored 43, -3 and 59).
+LEARNED_THRESHOLD = 40.0
+PENDULUM_RUNS = {
+    "td3_bc": (MIXED, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"))),
+    "iql": (EXPERT, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"),
+                     ("value_hidden_dims", "64,64"), ("temperature", "0.5"),
+                     ("actor_learning_rate", "1e-3"))),
+    "cql": (MIXED, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"),
+                    ("actor_learning_rate", "1e-3"))),
+}
+
+
+@pytest.mark.parametrize("name", RL_AGENTS)
+def test_agent_learns_pendulum(name, store, tmp_path):
+    dataset, overrides = PENDULUM_RUNS[name]
+    summary = run(RunSettings(agent=name, dataset=dataset, out=str(tmp_path / name),
+                              agent_overrides=overrides, initial_size=5_000, increment=10,
+                              steps_per_increment=10, eval_every=5_000, eval_episodes=5,
+                              batch_size=128, progress=False))
+    assert summary["gradient_steps"] == 5_000
+    assert summary["last_mean_normalized_score"] > LEARNED_THRESHOLD, summary
