@@ -226,18 +226,16 @@ def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
 
 
 def make_eval_env_factory(dataset_id: str):
-    """A zero-argument function that creates the dataset's evaluation environment."""
+    """A zero-argument function creating the dataset's evaluation environment
+    (Minari's `recover_environment(eval_env=True)`)."""
     import minari
 
     dataset = minari.load_dataset(dataset_id)
-    spec = getattr(dataset, "_eval_env_spec", None) or dataset.env_spec
-    if spec is None:
+    if dataset.env_spec is None:
         raise UserError(
             f"dataset '{dataset_id}' records no environment; seqeval cannot evaluate in it"
         )
-    import gymnasium as gym
-
-    return lambda: gym.make(spec)
+    return lambda: dataset.recover_environment(eval_env=True)
 
 
 def concatenate(parts: list[OfflineData]) -> OfflineData:
