@@ -33,6 +33,7 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
+from algorithms.nets import StateActionValue, ensemble, tanh_gaussian_sample
 from envs.rollout import EnvPool, Episode, load_episodes, rollout_returns, save_episodes
 
 LOG_STD_MIN = -5.0
@@ -71,52 +72,10 @@ class TanhGaussianActor(nn.Module):
             x = nn.relu(nn.Dense(width)(x))
         mean = nn.Dense(self.action_dim)(x)
         log_std = nn.Dense(self.action_dim)(x)
-        # Soft clipping keeps gradients alive at the bounds (as in jaxrl / CORL).
+        # Soft clipping keeps gradients alive at the bounds (as in jaxrl / CORL); the offline
+        # agents' actor (algorithms.nets.TanhGaussianActor) clips hard, as CORL's CQL does.
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1.0)
         return mean, log_std
-
-
-class QNetwork(nn.Module):
-    hidden_dims: tuple[int, ...]
-
-    @nn.compact
-    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
-        x = jnp.concatenate([observations, actions], axis=-1)
-        for width in self.hidden_dims:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(1)(x)[..., 0]
-
-
-class CriticEnsemble(nn.Module):
-    """`num_critics` independent Q networks evaluated as one batched network -> (N, B)."""
-
-    hidden_dims: tuple[int, ...]
-    num_critics: int = 2
-
-    @nn.compact
-    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
-        ensemble = nn.vmap(
-            QNetwork,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=None,
-            out_axes=0,
-            axis_size=self.num_critics,
-        )
-        return ensemble(self.hidden_dims)(observations, actions)
-
-
-def sample_tanh_gaussian(
-    mean: jax.Array, log_std: jax.Array, key: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """A reparameterised sample in [-1, 1] and its log-probability (tanh change of variables)."""
-    std = jnp.exp(log_std)
-    noise = jax.random.normal(key, mean.shape)
-    pre_tanh = mean + std * noise
-    log_prob = jnp.sum(-0.5 * noise**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
-    # log(1 - tanh(u)^2) written stably as 2 (log 2 - u - softplus(-2u)).
-    log_prob -= jnp.sum(2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh)), -1)
-    return jnp.tanh(pre_tanh), log_prob
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +134,7 @@ class SAC:
         self.action_dim = action_dim
         self.target_entropy = -float(action_dim)
         self.actor = TanhGaussianActor(tuple(config.hidden_dims), action_dim)
-        self.critic = CriticEnsemble(tuple(config.hidden_dims), config.num_critics)
+        self.critic = ensemble(StateActionValue, config.num_critics)(tuple(config.hidden_dims))
         self.actor_tx = optax.adam(config.actor_lr)
         self.critic_tx = optax.adam(config.critic_lr)
         self.temperature_tx = optax.adam(config.temperature_lr)
@@ -226,7 +185,7 @@ class SAC:
         mean, log_std = self.actor.apply(actor_params, observations)
         if deterministic:
             return jnp.tanh(mean)
-        return sample_tanh_gaussian(mean, log_std, key)[0]
+        return tanh_gaussian_sample(mean, log_std, key)[0]
 
     # -- learning --------------------------------------------------------------------------
     def _update(self, state: SACState, batch: ReplayBuffer, key: jax.Array):
@@ -235,7 +194,7 @@ class SAC:
         temperature = jnp.exp(state.log_temperature)
 
         mean, log_std = self.actor.apply(state.actor_params, batch.next_observations)
-        next_actions, next_log_prob = sample_tanh_gaussian(mean, log_std, next_key)
+        next_actions, next_log_prob = tanh_gaussian_sample(mean, log_std, next_key)
         next_q = self.critic.apply(state.target_critic_params, batch.next_observations,
                                    next_actions).min(axis=0)
         target = batch.rewards + cfg.discount * (1.0 - batch.terminals) * (
@@ -255,7 +214,7 @@ class SAC:
 
         def actor_loss_fn(actor_params):
             mean, log_std = self.actor.apply(actor_params, batch.observations)
-            actions, log_prob = sample_tanh_gaussian(mean, log_std, actor_key)
+            actions, log_prob = tanh_gaussian_sample(mean, log_std, actor_key)
             q = self.critic.apply(critic_params, batch.observations, actions).min(axis=0)
             return (temperature * log_prob - q).mean(), log_prob.mean()
 
