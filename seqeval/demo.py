@@ -17,9 +17,10 @@ from seqeval.runner import RunSettings, run
 
 DEMO_DATASET = "pendulum/medium-v0"
 # Sized for a 2-core CPU (CQL is the slow one): one gradient step per 4 added transitions,
-# 5 evaluation episodes, 64-unit networks; 4500 gradient steps per agent.
+# 5 evaluation episodes, 64-unit networks, 2 seeds in one program; 4500 gradient steps per
+# agent and seed.
 DEMO_PROTOCOL = dict(initial_size=2000, increment=20, steps_per_increment=5, eval_every=3000,
-                     eval_episodes=5, batch_size=256)
+                     eval_episodes=5, batch_size=256, num_seeds=2)
 DEMO_NETWORK = "64,64"
 
 
