@@ -316,10 +316,13 @@ def _run_sequential(context: _Run) -> dict:
             if phase == "offline":
                 chunk = schedule[index]
                 if scorer is not None:
+                    scoring_started = time.perf_counter()
                     sums = scorer(states, context.orders, context.device_data,
                                   chunk.start_size, chunk.end_size - chunk.start_size)
                     prequential_log.append(_prequential_rows(
                         sums, seeds, chunk, prequential_log))
+                    progress["prequential_time"] = progress.get("prequential_time", 0.0) + (
+                        time.perf_counter() - scoring_started)
                 start = n if full_mode else chunk.start_size
                 states, train_keys, metrics, finite = offline_train(
                     states, train_keys, context.orders, context.device_data, None, start,
@@ -570,6 +573,7 @@ def _summary(progress: dict, seeds: list[int], returns: np.ndarray,
         "gradient_steps": progress["gradient_steps"],
         "wall_time": progress["wall_time"],
         "train_time": progress["train_time"],
+        "prequential_time": progress.get("prequential_time", 0.0),  # included in train_time
         "updates_per_second": progress["gradient_steps"] * len(seeds) / train_time,
         "last": {
             str(seed): {"return": float(returns[i]),
