@@ -196,7 +196,20 @@ def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Call
     online_axis = 0 if settings.online else None
     vmapped = jax.vmap(train_one, in_axes=(0, 0, 0, None, online_axis, schedule_axis,
                                            schedule_axis, None))
-    return jax.jit(vmapped, donate_argnums=(0, 1))
+
+    def train_all(states, keys, orders, data, online, start_size, num_increments, max_size):
+        if keys.shape[0] > 1 or settings.per_member_schedule:
+            return vmapped(states, keys, orders, data, online, start_size, num_increments,
+                           max_size)
+        # One member: no vmap, so an agent's own `lax.cond` (e.g. TD3's delayed actor
+        # update) stays a real branch instead of a select that computes both sides.
+        first = lambda tree: jax.tree.map(lambda leaf: leaf[0], tree)
+        outputs = train_one(first(states), keys[0], orders[0], data,
+                            None if online is None else first(online), start_size,
+                            num_increments, max_size)
+        return jax.tree.map(lambda leaf: leaf[None], outputs)
+
+    return jax.jit(train_all, donate_argnums=(0, 1))
 
 
 def make_policy(agent: Agent, config: Any) -> Callable:
