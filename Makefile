@@ -22,7 +22,8 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/bench_bc.py
+	$(BIN)/python benchmarks/bench_protocol.py
+	$(BIN)/python benchmarks/bench_agents.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
