@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from typing import Any
 
@@ -178,6 +179,9 @@ def run(settings: RunSettings) -> dict:
     if settings.ref_scores is not None:
         data = data.with_reference_scores(*settings.ref_scores)
     initial_size = _check_settings(settings, data)
+    if not data.has_reference_scores:
+        print(f"seqeval: note: dataset '{settings.dataset}' has no reference scores; results "
+              "are raw returns (pass --ref-scores MIN,MAX to normalize)", file=sys.stderr)
 
     keys = [protocol.seed_keys(s) for s in settings.seeds]
     permutation_keys, init_keys, train_keys = (jnp.stack(k) for k in zip(*keys, strict=True))

@@ -30,7 +30,8 @@ def swing_up(observation: np.ndarray) -> np.ndarray:
 
 
 def make_pendulum_dataset(dataset_id: str, episodes: int, expert_fraction: float,
-                          seed: int = 0, action_noise: float = 0.0) -> str:
+                          seed: int = 0, action_noise: float = 0.0,
+                          reference_scores: bool = True) -> str:
     """Write `episodes` Pendulum episodes (200 steps each) as Minari dataset `dataset_id`.
 
     Each step follows the swing-up controller with probability `expert_fraction`, else a
@@ -69,8 +70,8 @@ def make_pendulum_dataset(dataset_id: str, episodes: int, expert_fraction: float
         buffer=buffers,
         env="Pendulum-v1",
         algorithm_name="swing-up controller mixed with random actions (tests)",
-        ref_min_score=PENDULUM_RANDOM_RETURN,
-        ref_max_score=PENDULUM_EXPERT_RETURN,
+        ref_min_score=PENDULUM_RANDOM_RETURN if reference_scores else None,
+        ref_max_score=PENDULUM_EXPERT_RETURN if reference_scores else None,
     )
     env.close()
     return dataset_id

@@ -107,3 +107,27 @@ def test_divergence_is_detected_and_reported(store, tmp_path, capsys):
     # 30 good steps fit in the first chunk (2000 samples = 100 steps): it diverges there.
     assert summary["status"] == "diverged" and summary["samples"] == 2000
     assert not (tmp_path / "out" / "evaluations.csv").exists()
+
+
+def test_dataset_without_reference_scores_reports_returns_or_takes_ref_scores(
+        store, tmp_path, capsys):
+    from pendulum_data import make_pendulum_dataset
+
+    from seqeval.results import read_evaluations
+
+    make_pendulum_dataset("test/pendulum-norefs-v0", episodes=12, expert_fraction=1.0,
+                          reference_scores=False)
+    common = ["--agent", "bc", "--dataset", "test/pendulum-norefs-v0", *SMALL,
+              "--initial-size", "1000", "--eval-every", "1000"]
+    assert main(["run", "--out", str(tmp_path / "raw"), *common]) == 0
+    assert capsys.readouterr().err.count("has no reference scores") == 1
+    raw = read_evaluations(tmp_path / "raw")
+    assert raw and all(r["normalized_score"] is None and r["return"] < 0 for r in raw)
+    assert main(["plot", str(tmp_path / "raw"), "--out", str(tmp_path / "raw.png")]) == 0
+
+    assert main(["run", "--out", str(tmp_path / "ref"), *common,
+                 "--ref-scores=-1200,-150"]) == 0
+    scored = read_evaluations(tmp_path / "ref")
+    for row in scored:
+        expected = 100 * (row["return"] + 1200) / (-150 + 1200)
+        assert abs(row["normalized_score"] - expected) < 1e-3 * max(1.0, abs(expected))
