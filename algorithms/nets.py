@@ -13,6 +13,61 @@ import optax
 
 from algorithms.base import DatasetStats
 
+# ---------------------------------------------------------------------------------------------
+# Dense layers. A layer's kernel gradient contracts its inputs and output gradients over the
+# batch: inputs^T @ grads. XLA's CPU backend hands that transposed form to a generic Eigen
+# kernel which is very slow when one side is skinny (an 11-wide observation layer, a 3-wide
+# action head, a 1-wide Q head): one 256x256 by 256x3 product took longer than a full
+# 256x256x256 matmul. Transposing the skinny operand first (a few KB) lets the fast kernel do
+# the product. The barriers keep XLA from folding those transposes back into the dot. Wide
+# layers keep XLA's own choice, which measured fastest (benchmarks/README.md).
+
+SKINNY_WIDTH = 32  # layers with an input or output at most this wide take the explicit path
+
+
+@jax.custom_vjp
+def dense_matmul(inputs: jax.Array, kernel: jax.Array) -> jax.Array:
+    """inputs (..., in) @ kernel (in, out), with a kernel gradient fast for skinny layers."""
+    return inputs @ kernel
+
+
+def _dense_matmul_forward(inputs: jax.Array, kernel: jax.Array):
+    return inputs @ kernel, (inputs, kernel)
+
+
+def _dense_matmul_backward(residuals, output_grads: jax.Array):
+    inputs, kernel = residuals
+    in_dim, out_dim = kernel.shape
+    rows = inputs.reshape(-1, in_dim)
+    grad_rows = output_grads.reshape(-1, out_dim)
+    barrier = jax.lax.optimization_barrier
+    if min(in_dim, out_dim) > SKINNY_WIDTH:
+        kernel_grad = rows.T @ grad_rows
+    elif in_dim <= out_dim:
+        kernel_grad = barrier(rows.T) @ grad_rows
+    else:
+        kernel_grad = barrier(barrier(grad_rows.T) @ rows).T
+    return output_grads @ kernel.T, kernel_grad
+
+
+dense_matmul.defvjp(_dense_matmul_forward, _dense_matmul_backward)
+
+
+def _dense_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                       preferred_element_type=None):
+    # The contraction nn.Dense asks for: the last axis of the inputs with the kernel's first.
+    (lhs_contracting, rhs_contracting), batch_dims = dimension_numbers
+    if (tuple(lhs_contracting), tuple(rhs_contracting)) != ((lhs.ndim - 1,), (0,)) or any(
+            batch_dims):
+        raise ValueError(f"dense_matmul cannot compute dot_general {dimension_numbers}")
+    return dense_matmul(lhs, rhs)
+
+
+class Dense(nn.Dense):
+    """nn.Dense whose backward pass is `dense_matmul`'s (same parameters and names)."""
+
+    dot_general: Any = _dense_dot_general
+
 
 class MLP(nn.Module):
     """A ReLU multilayer perceptron; the last layer has no activation."""
@@ -24,11 +79,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden_dims:
-            x = nn.Dense(width)(x)
+            x = Dense(width)(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = nn.relu(x)
-        return nn.Dense(self.output_dim)(x)
+        return Dense(self.output_dim)(x)
 
 
 class DeterministicActor(nn.Module):

@@ -33,7 +33,7 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from algorithms.nets import StateActionValue, ensemble, tanh_gaussian_sample
+from algorithms.nets import Dense, StateActionValue, ensemble, tanh_gaussian_sample
 from envs.rollout import EnvPool, Episode, load_episodes, rollout_returns, save_episodes
 
 LOG_STD_MIN = -5.0
@@ -69,9 +69,9 @@ class TanhGaussianActor(nn.Module):
     def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = observations
         for width in self.hidden_dims:
-            x = nn.relu(nn.Dense(width)(x))
-        mean = nn.Dense(self.action_dim)(x)
-        log_std = nn.Dense(self.action_dim)(x)
+            x = nn.relu(Dense(width)(x))
+        mean = Dense(self.action_dim)(x)
+        log_std = Dense(self.action_dim)(x)
         # Soft clipping keeps gradients alive at the bounds (as in jaxrl / CORL); the offline
         # agents' actor (algorithms.nets.TanhGaussianActor) clips hard, as CORL's CQL does.
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1.0)

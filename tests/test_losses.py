@@ -186,3 +186,23 @@ def test_td_target_bootstraps_only_non_terminal_transitions():
     target = td_target(jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), jnp.array([10.0, 10.0]),
                        0.9)
     np.testing.assert_allclose(np.asarray(target), [10.0, 2.0])
+
+
+@pytest.mark.parametrize("in_dim,out_dim", [(11, 256), (256, 256), (256, 3), (64, 1)])
+def test_dense_matmul_gradients_equal_plain_matmul_gradients(in_dim, out_dim):
+    """The layer's hand-written backward pass (skinny operands transposed first) gives the
+    gradients of a plain matmul, also under vmap over an ensemble axis as the critics use."""
+    from algorithms.nets import dense_matmul
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    inputs = jax.random.normal(keys[0], (2, 5, 7, in_dim))  # (ensemble, batch, samples, in)
+    kernel = jax.random.normal(keys[1], (2, in_dim, out_dim))
+    weights = jax.random.normal(keys[2], (2, 5, 7, out_dim))
+
+    def loss(matmul, x, w):
+        return jnp.sum(jnp.tanh(jax.vmap(matmul)(x, w)) * weights)
+
+    got = jax.grad(lambda x, w: loss(dense_matmul, x, w), argnums=(0, 1))(inputs, kernel)
+    want = jax.grad(lambda x, w: loss(jnp.matmul, x, w), argnums=(0, 1))(inputs, kernel)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-4)
