@@ -21,10 +21,9 @@ from flax.training.train_state import TrainState
 
 from algorithms.base import Agent, Batch, DatasetStats, Spaces
 from algorithms.nets import (
-    StateActionValue,
+    StateActionEnsemble,
     TanhGaussianActor,
     adam,
-    ensemble,
     ensemble_mse,
     normalize,
     observation_stats,
@@ -73,7 +72,7 @@ class CQLState(struct.PyTreeNode):
 def _networks(config: CQLConfig, spaces: Spaces):
     actor = TanhGaussianActor(config.actor_hidden_dims, spaces.action_dim, config.log_std_min,
                               config.log_std_max)
-    critic = ensemble(StateActionValue, 2)(config.critic_hidden_dims)
+    critic = StateActionEnsemble(config.critic_hidden_dims, 2)
     return actor, critic
 
 

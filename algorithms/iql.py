@@ -20,10 +20,9 @@ from flax.training.train_state import TrainState
 from algorithms.base import Agent, Batch, DatasetStats, Spaces
 from algorithms.nets import (
     GaussianActor,
-    StateActionValue,
+    StateActionEnsemble,
     StateValue,
     adam,
-    ensemble,
     ensemble_mse,
     gaussian_log_prob,
     normalize,
@@ -66,7 +65,7 @@ class IQLState(struct.PyTreeNode):
 def _networks(config: IQLConfig, spaces: Spaces):
     actor = GaussianActor(config.actor_hidden_dims, spaces.action_dim, config.log_std_min,
                           config.log_std_max)
-    critic = ensemble(StateActionValue, 2)(config.critic_hidden_dims)
+    critic = StateActionEnsemble(config.critic_hidden_dims, 2)
     value = StateValue(config.value_hidden_dims)
     return actor, critic, value
 

@@ -20,9 +20,9 @@ from flax.training.train_state import TrainState
 from algorithms.base import Agent, Batch, DatasetStats, Spaces
 from algorithms.nets import (
     DeterministicActor,
+    StateActionEnsemble,
     StateActionValue,
     adam,
-    ensemble,
     ensemble_mse,
     gaussian_explore,
     member,
@@ -61,7 +61,7 @@ class TD3BCState(struct.PyTreeNode):
 
 def _networks(config: TD3BCConfig, spaces: Spaces):
     actor = DeterministicActor(config.actor_hidden_dims, spaces.action_dim)
-    critic = ensemble(StateActionValue, 2)(config.critic_hidden_dims)
+    critic = StateActionEnsemble(config.critic_hidden_dims, 2)
     return actor, critic
 
 

@@ -3,7 +3,7 @@
 What is compiled: one jitted program runs a whole chunk of gradient steps with `lax.scan`,
 each step sampling its batch on device from the replay buffer (a device-resident ring buffer
 whose fill level is a dynamic argument, so growing it never recompiles). The twin critics are one
-batched network (`nn.vmap` ensemble). The temperature is tuned automatically towards an entropy
+batched network (`StateActionEnsemble`). The temperature is tuned automatically towards an entropy
 of -action_dim. Environments are stepped in Python, several side by side, with one batched
 jitted policy call per step.
 
@@ -33,7 +33,7 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from algorithms.nets import Dense, StateActionValue, ensemble, tanh_gaussian_sample
+from algorithms.nets import Dense, StateActionEnsemble, tanh_gaussian_sample
 from envs.rollout import EnvPool, Episode, load_episodes, rollout_returns, save_episodes
 
 LOG_STD_MIN = -5.0
@@ -134,7 +134,7 @@ class SAC:
         self.action_dim = action_dim
         self.target_entropy = -float(action_dim)
         self.actor = TanhGaussianActor(tuple(config.hidden_dims), action_dim)
-        self.critic = ensemble(StateActionValue, config.num_critics)(tuple(config.hidden_dims))
+        self.critic = StateActionEnsemble(tuple(config.hidden_dims), config.num_critics)
         self.actor_tx = optax.adam(config.actor_lr)
         self.critic_tx = optax.adam(config.critic_lr)
         self.temperature_tx = optax.adam(config.temperature_lr)

@@ -206,3 +206,27 @@ def test_dense_matmul_gradients_equal_plain_matmul_gradients(in_dim, out_dim):
     want = jax.grad(lambda x, w: loss(jnp.matmul, x, w), argnums=(0, 1))(inputs, kernel)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-4)
+
+
+def test_critic_ensemble_members_equal_the_single_network_on_their_parameters():
+    """The feature-major ensemble computes, member by member, what the row-major
+    StateActionValue computes on that member's parameters (so `member` can apply one)."""
+    from algorithms.nets import StateActionEnsemble, StateActionValue, member
+
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    observations = jax.random.normal(keys[0], (4, 6, 5))  # (batch, samples, observation)
+    actions = jax.random.uniform(keys[1], (4, 6, 2), minval=-1.0, maxval=1.0)
+    ensemble = StateActionEnsemble((16, 8), size=3)
+    params = ensemble.init(keys[2], observations, actions)
+    q = ensemble.apply(params, observations, actions)
+    assert q.shape == (3, 4, 6)
+    single = StateActionValue((16, 8))
+    for index in range(3):
+        np.testing.assert_allclose(
+            np.asarray(q[index]),
+            np.asarray(single.apply(member(params, index), observations, actions)),
+            rtol=1e-5, atol=1e-5)
+    # Members are initialised independently, with lecun-normal kernels over each member's fan-in.
+    kernels = params["params"]["MLP_0"]["Dense_1"]["kernel"]
+    assert not np.allclose(kernels[0], kernels[1])
+    assert float(jnp.std(kernels)) == pytest.approx((1 / 16) ** 0.5, rel=0.3)
