@@ -148,6 +148,28 @@ class StateValue(nn.Module):
         return MLP(self.hidden_dims, 1)(observations)[..., 0]
 
 
+@jax.custom_vjp
+def feature_major_dense(kernel: jax.Array, inputs: jax.Array) -> jax.Array:
+    """kernel (in, out) applied to feature-major inputs (in, rows): returns (out, rows).
+
+    Every product, forward and backward, is then one the fast CPU matmul kernel takes as it is
+    (the kernel's small transpose is made explicit; XLA would otherwise hand the whole
+    product to the slow transposed-operand path)."""
+    return jax.lax.optimization_barrier(kernel.T) @ inputs
+
+
+def _feature_major_dense_forward(kernel: jax.Array, inputs: jax.Array):
+    return feature_major_dense(kernel, inputs), (kernel, inputs)
+
+
+def _feature_major_dense_backward(residuals, output_grads: jax.Array):
+    kernel, inputs = residuals
+    return inputs @ output_grads.T, kernel @ output_grads
+
+
+feature_major_dense.defvjp(_feature_major_dense_forward, _feature_major_dense_backward)
+
+
 class _EnsembleDense(nn.Module):
     """`size` dense layers on feature-major activations: (in, rows) or (size, in, rows) ->
     (size, out, rows). Parameters as nn.Dense's with a leading member axis."""
@@ -161,10 +183,8 @@ class _EnsembleDense(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(batch_axis=(0,)),
                             (self.size, in_dim, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.size, self.features))
-        if inputs.ndim == 2:  # the input every member shares
-            outputs = jnp.einsum("eio,ir->eor", kernel, inputs)
-        else:
-            outputs = jnp.einsum("eio,eir->eor", kernel, inputs)
+        shared = inputs.ndim == 2  # the first layer's input is the same for every member
+        outputs = jax.vmap(feature_major_dense, in_axes=(0, None if shared else 0))(kernel, inputs)
         return outputs + bias[:, :, None]
 
 
