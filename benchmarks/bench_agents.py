@@ -1,17 +1,17 @@
 """Gradient-update throughput of every agent on synthetic data shaped like D4RL hopper.
 
 Usage: .venv/bin/python benchmarks/bench_agents.py [--agents td3_bc,iql,cql,cql_2x256,bc]
-       [--seconds 20] [--repeats 3]
+       [--seconds 20] [--rounds 5]
 
-For each agent: 1M transitions (observation 11, action 3) live on the device; one jitted
-program runs a `lax.scan` of updates, each sampling its batch of 256 indices on device, so no
-Python runs per update. Reported per agent:
+For each agent:
 - compile time of that program;
-- updates/s (best of `--repeats` timed calls, each of about `--seconds`/repeats seconds);
+- updates/s: the median (and best) over `--rounds` timed calls of about `--seconds`/rounds
+  seconds each;
 - FLOPs per update from XLA's cost analysis of one update (a scan body is counted once, so the
   update is analysed on its own; TD3+BC's delayed actor is counted once per policy_frequency);
-- achieved GFLOP/s and its ratio to a 4096x4096 float32 matmul measured in the same process
-  just before and just after the agent (the machine is shared; the mean of the two is used).
+- achieved GFLOP/s and its ratio to a 4096x4096 float32 matmul. The machine's speed drifts
+  (other tenants, clocks), so every timed agent call is paired with a matmul timing taken just
+  before it, and the ratio is computed per pair; the median pair and the lowest are printed.
 `cql_2x256` is CQL with 2x256 networks, the size of the JAX reference quoted in issue 3.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,18 +66,23 @@ def cost_flops(function: Callable, *args) -> float:
     return float(analysis["flops"])
 
 
-def matmul_gflops(size: int = 4096, seconds: float = 2.0) -> float:
-    """Float32 GFLOP/s of a large square matmul (best of several timed calls)."""
-    a = jax.random.normal(jax.random.PRNGKey(1), (size, size))
-    b = jax.random.normal(jax.random.PRNGKey(2), (size, size))
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+class MatmulReference:
+    """Float32 GFLOP/s of a large square matmul: the best of the calls made in `seconds`."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.flops = 2 * size**3
+        self.a = jax.random.normal(jax.random.PRNGKey(1), (size, size))
+        self.b = jax.random.normal(jax.random.PRNGKey(2), (size, size))
+        self.matmul = jax.jit(jnp.matmul).lower(self.a, self.b).compile()
+        self.matmul(self.a, self.b).block_until_ready()
+
+    def gflops(self, seconds: float = 1.0) -> float:
+        best, deadline = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            self.matmul(self.a, self.b).block_until_ready()
+            best = min(best, time.perf_counter() - start)
+        return self.flops / best / 1e9
 
 
 def flops_per_update(name: str, agent, config, state, batch, key) -> float:
@@ -90,7 +96,8 @@ def flops_per_update(name: str, agent, config, state, batch, key) -> float:
     return cost_flops(lambda s, b, k: agent.update(config, s, b, k), state, batch, key)
 
 
-def bench_agent(name: str, data: Batch, seconds: float, repeats: int) -> dict[str, float]:
+def bench_agent(name: str, data: Batch, seconds: float, rounds: int,
+                reference: MatmulReference) -> dict[str, float]:
     agent_name, overrides = VARIANTS[name]
     agent = get_agent(agent_name)
     config = dataclasses.replace(agent.make_config({}), **overrides)
@@ -111,7 +118,7 @@ def bench_agent(name: str, data: Batch, seconds: float, repeats: int) -> dict[st
         (state, key), losses = jax.lax.scan(step, (state, key), None, length=num_updates)
         return state, key, losses[-1]
 
-    # Size each timed call from a rough first estimate so calls last seconds/repeats.
+    # Size each timed call from a rough first estimate so calls last seconds/rounds.
     probe_updates = 10
     jitted = jax.jit(train, static_argnums=3)
     state, key, loss = jitted(state, key, data, probe_updates)
@@ -120,20 +127,26 @@ def bench_agent(name: str, data: Batch, seconds: float, repeats: int) -> dict[st
     state, key, loss = jitted(state, key, data, probe_updates)
     loss.block_until_ready()
     estimate = probe_updates / (time.perf_counter() - start)
-    num_updates = max(10, int(estimate * seconds / repeats))
+    num_updates = max(10, int(estimate * seconds / rounds))
 
     start = time.perf_counter()
     compiled = jitted.lower(state, key, data, num_updates).compile()
     compile_seconds = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(repeats):
+    rates, peaks, ratios = [], [], []
+    for _ in range(rounds):
+        peak = reference.gflops()
         start = time.perf_counter()
         state, key, loss = compiled(state, key, data)
         loss.block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    updates_per_second = num_updates / best
-    return {"updates_per_s": updates_per_second, "compile_s": compile_seconds,
-            "gflop_per_update": flops / 1e9, "gflop_per_s": flops * updates_per_second / 1e9,
+        rate = num_updates / (time.perf_counter() - start)
+        rates.append(rate)
+        peaks.append(peak)
+        ratios.append(flops * rate / 1e9 / peak)
+    rate = statistics.median(rates)
+    return {"updates_per_s": rate, "best_updates_per_s": max(rates), "compile_s": compile_seconds,
+            "gflop_per_update": flops / 1e9, "gflop_per_s": flops * rate / 1e9,
+            "matmul_gflop_per_s": statistics.median(peaks),
+            "ratio": statistics.median(ratios), "lowest_ratio": min(ratios),
             "updates_timed": num_updates, "final_loss": float(loss)}
 
 
@@ -141,27 +154,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="td3_bc,iql,cql,cql_2x256,bc")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per agent")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="timed calls per agent, each paired with a matmul timing")
     args = parser.parse_args()
 
     print(f"jax {jax.__version__} on {platform.processor() or platform.machine()}, "
           f"{jax.devices()[0].platform}, {jax.local_device_count()} device(s)")
     data = synthetic_dataset(jax.random.PRNGKey(0))
-    # The machine is shared, so the matmul reference is measured right before and right after
-    # each agent, and the agent is compared with the mean of the two.
-    header = (f"{'agent':<11} {'updates/s':>10} {'compile s':>10} {'GFLOP/update':>13} "
-              f"{'GFLOP/s':>8} {'matmul GFLOP/s':>15} {'% matmul':>9}")
-    print(header)
-    before = matmul_gflops()
+    reference = MatmulReference()
+    print(f"| {'agent':<10} | {'updates/s':>9} | {'best':>7} | {'compile s':>9} | "
+          f"{'GFLOP/update':>12} | {'GFLOP/s':>7} | {'matmul GFLOP/s':>14} | "
+          f"{'% matmul':>8} | {'lowest %':>8} |")
+    print("|" + "|".join(["---"] * 9) + "|")
     for name in args.agents.split(","):
-        result = bench_agent(name, data, args.seconds, args.repeats)
-        after = matmul_gflops()
-        peak = 0.5 * (before + after)
-        print(f"{name:<11} {result['updates_per_s']:>10.1f} {result['compile_s']:>10.2f} "
-              f"{result['gflop_per_update']:>13.3f} {result['gflop_per_s']:>8.1f} "
-              f"{before:>7.0f}/{after:<7.0f} {100 * result['gflop_per_s'] / peak:>8.1f}%",
-              flush=True)
-        before = after
+        r = bench_agent(name, data, args.seconds, args.rounds, reference)
+        print(f"| {name:<10} | {r['updates_per_s']:>9.1f} | {r['best_updates_per_s']:>7.1f} | "
+              f"{r['compile_s']:>9.2f} | {r['gflop_per_update']:>12.3f} | "
+              f"{r['gflop_per_s']:>7.1f} | {r['matmul_gflop_per_s']:>14.0f} | "
+              f"{100 * r['ratio']:>7.1f}% | {100 * r['lowest_ratio']:>7.1f}% |", flush=True)
 
 
 if __name__ == "__main__":
