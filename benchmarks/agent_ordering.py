@@ -1,0 +1,70 @@
+"""Does the literature's ordering of agents hold? (issue 3's evidence run)
+
+On a medium-replay dataset TD3+BC, IQL and CQL should beat BC; on expert data BC should be
+close to the best. This runs every agent through seqeval's sequential protocol on the Pendulum
+suite (small 64x64 networks, 3 seeds in one program, 10 evaluation episodes per seed) and
+prints each run's final normalized score per seed and its mean +- std.
+
+Usage: .venv/bin/python benchmarks/agent_ordering.py [--out DIR] [--datasets medium-replay,expert]
+       [--agents bc,td3_bc,iql,cql]
+The Pendulum suite is built first if the Minari store ($MINARI_DATASETS_PATH) lacks it.
+Runs resume if killed. About 15 minutes on the 2-core CPU machine, CQL being most of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from envs.datasets import ensure_datasets
+from seqeval.results import read_evaluations
+from seqeval.runner import RunSettings, run
+
+# 64x64 networks for every agent; the reference sizes are for D4RL-scale data.
+NETWORKS = {
+    "bc": (("hidden_dims", "64,64"),),
+    "td3_bc": (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64")),
+    "iql": (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"),
+            ("value_hidden_dims", "64,64")),
+    "cql": (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64")),
+}
+# medium-replay has 3,000 transitions, expert 20,000: T0, gamma, K and f_e per dataset.
+PROTOCOLS = {
+    "medium-replay": {"initial_size": 300, "increment": 10, "steps_per_increment": 50,
+                      "eval_every": 300},
+    "expert": {"initial_size": 2000, "increment": 10, "steps_per_increment": 10,
+               "eval_every": 3000},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/agent_ordering")
+    parser.add_argument("--datasets", default="medium-replay,expert")
+    parser.add_argument("--agents", default="bc,td3_bc,iql,cql")
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+
+    datasets = args.datasets.split(",")
+    ensure_datasets("pendulum")  # builds only what is missing
+    print("| dataset | agent | final normalized score per seed | mean +- std | seconds |")
+    print("|---|---|---|---|---:|")
+    for quality in datasets:
+        for agent in args.agents.split(","):
+            out = f"{args.out}/{quality}-{agent}"
+            start = time.perf_counter()
+            run(RunSettings(agent=agent, dataset=f"pendulum/{quality}-v0", out=out,
+                            agent_overrides=NETWORKS[agent], eval_episodes=10, seed=0,
+                            num_seeds=args.seeds, progress=False, **PROTOCOLS[quality]))
+            rows = read_evaluations(out)
+            last = max(row["samples"] for row in rows)
+            final = np.array([row["normalized_score"] for row in rows if row["samples"] == last])
+            print(f"| {quality} | {agent} | {', '.join(f'{x:.1f}' for x in final)} | "
+                  f"{final.mean():.1f} +- {final.std():.1f} | "
+                  f"{time.perf_counter() - start:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
