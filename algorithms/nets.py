@@ -20,7 +20,7 @@ from algorithms.base import DatasetStats
 # action head, a 1-wide Q head): one 256x256 by 256x3 product took longer than a full
 # 256x256x256 matmul. Transposing the skinny operand first (a few KB) lets the fast kernel do
 # the product. The barriers keep XLA from folding those transposes back into the dot. Wide
-# layers keep XLA's own choice, which measured fastest (benchmarks/README.md).
+# layers keep XLA's own choice, which measured fastest (benchmarks/agents.md).
 
 SKINNY_WIDTH = 32  # layers with an input or output at most this wide take the explicit path
 
@@ -195,7 +195,7 @@ class EnsembleMLP(nn.Module):
     matmuls nor their gradients need a transposed copy of the activations: with many rows (CQL
     sends 256 x 31 state-action pairs through its critics) those copies and XLA's transposed
     matmuls cost more than the layout change, which measured 12-16% faster than `nn.vmap` over
-    row-major layers for that pass and the same for 256 rows (benchmarks/README.md).
+    row-major layers for that pass and the same for 256 rows (benchmarks/agents.md).
     The parameter tree is `MLP`'s with a leading member axis, so `member(params, i)` applies
     with the plain row-major module.
     """
