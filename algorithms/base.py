@@ -39,10 +39,10 @@ ENTRY_POINT_GROUP = "seqeval.agents"
 # Built-in agents: name -> module defining a module-level `AGENT`. Imported lazily so that a
 # run only pays for the agent it uses.
 BUILTIN_AGENTS: dict[str, str] = {
-    "bc": "algorithms.bc",
-    "td3_bc": "algorithms.td3_bc",
-    "iql": "algorithms.iql",
-    "cql": "algorithms.cql",
+    "bc": "seqeval.algorithms.bc",
+    "td3_bc": "seqeval.algorithms.td3_bc",
+    "iql": "seqeval.algorithms.iql",
+    "cql": "seqeval.algorithms.cql",
 }
 
 
@@ -210,7 +210,7 @@ def _agent_from(obj: Any, where: str) -> Agent:
         obj = getattr(obj, "AGENT", None)
     if not isinstance(obj, Agent):
         raise UserError(
-            f"{where} is not a seqeval Agent; define AGENT = algorithms.base.Agent(...)"
+            f"{where} is not a seqeval Agent; define AGENT = seqeval.agents.Agent(...)"
         )
     return obj
 

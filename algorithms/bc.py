@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from algorithms.base import Agent, Batch, DatasetStats, Spaces
-from algorithms.nets import DeterministicActor, adam, normalize, observation_stats
+from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.nets import DeterministicActor, adam, normalize, observation_stats
 
 
 @dataclasses.dataclass(frozen=True)

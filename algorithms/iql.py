@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from algorithms.base import Agent, Batch, DatasetStats, Spaces
-from algorithms.nets import (
+from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.nets import (
     GaussianActor,
     StateActionEnsemble,
     StateValue,

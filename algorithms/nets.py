@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from algorithms.base import DatasetStats
+from seqeval.algorithms.base import DatasetStats
 
 # ---------------------------------------------------------------------------------------------
 # Dense layers. A layer's kernel gradient contracts its inputs and output gradients over the

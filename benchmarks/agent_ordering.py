@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from envs.datasets import ensure_datasets
+from seqeval.envs.datasets import ensure_datasets
 from seqeval.results import read_evaluations
 from seqeval.runner import RunSettings, run
 

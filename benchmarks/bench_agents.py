@@ -28,8 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from algorithms import td3_bc
-from algorithms.base import Batch, DatasetStats, Spaces, get_agent
+from seqeval.agents import Batch, DatasetStats, Spaces, get_agent
+from seqeval.algorithms import td3_bc
 
 OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE, BATCH_SIZE = 11, 3, 1_000_000, 256
 

@@ -30,8 +30,8 @@ def bench_core(out_root: Path, dataset: str, steps_scale: float) -> None:
     """BC through the paper's protocol (gamma=1, K=1, f_e=5000, 10 episodes, 2x256)."""
     import jax
 
-    from algorithms.base import Spaces, get_agent
     from seqeval import protocol
+    from seqeval.agents import Spaces, get_agent
     from seqeval.data import load_dataset
 
     data = load_dataset(dataset)
@@ -142,7 +142,7 @@ def main() -> None:
     scale = 0.2 if args.quick else 1.0
     if "MINARI_DATASETS_PATH" not in os.environ:
         os.environ["MINARI_DATASETS_PATH"] = tempfile.mkdtemp(prefix="seqeval-bench-")
-    from envs.datasets import ensure_datasets
+    from seqeval.envs.datasets import ensure_datasets
 
     ensure_datasets("pendulum")
     import jax

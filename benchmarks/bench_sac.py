@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.registry import RECIPES
-from envs.rollout import EnvPool
-from envs.sac import SAC, empty_buffer
+from seqeval.envs.registry import RECIPES
+from seqeval.envs.rollout import EnvPool
+from seqeval.envs.sac import SAC, empty_buffer
 
 
 def updates_per_second(env: str, updates: int, chunk: int = 1000) -> tuple[float, float]:
@@ -76,7 +76,7 @@ def env_steps_per_second(env: str, steps: int, num_envs: int) -> float:
 
 
 def build_pendulum() -> None:
-    from envs.datasets import build_datasets, read_card
+    from seqeval.envs.datasets import build_datasets, read_card
 
     with tempfile.TemporaryDirectory() as store:
         os.environ["MINARI_DATASETS_PATH"] = store

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.agents import Agent, Batch, DatasetStats, Spaces
 
 
 @dataclasses.dataclass(frozen=True)

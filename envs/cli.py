@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 
-from envs.registry import QUALITIES, RECIPES
+from seqeval.envs.registry import QUALITIES, RECIPES
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from envs.datasets import build_datasets, read_card
+    from seqeval.envs.datasets import build_datasets, read_card
 
     ids = build_datasets(
         args.env,
@@ -60,7 +60,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from envs.datasets import list_datasets, minari_root
+    from seqeval.envs.datasets import list_datasets, minari_root
 
     rows = list_datasets()
     if not rows:

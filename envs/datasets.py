@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from envs.registry import (
+from seqeval.envs.registry import (
     MEDIUM_TARGET_SCORE,
     QUALITIES,
     RECIPES,
@@ -43,8 +43,14 @@ from envs.registry import (
     check_qualities,
     get_recipe,
 )
-from envs.rollout import Episode, collect_episodes, load_episodes, rollout_returns, save_episodes
-from envs.sac import SACTrainer, policy_fn
+from seqeval.envs.rollout import (
+    Episode,
+    collect_episodes,
+    load_episodes,
+    rollout_returns,
+    save_episodes,
+)
+from seqeval.envs.sac import SACTrainer, policy_fn
 from seqeval.errors import UserError
 
 CARD_NAME = "card.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from envs.sac import SACConfig, TrainBudget
+from seqeval.envs.sac import SACConfig, TrainBudget
 from seqeval.errors import UserError
 
 QUALITIES: tuple[str, ...] = ("random", "medium", "expert", "medium-replay", "medium-expert")

@@ -33,8 +33,8 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from algorithms.nets import Dense, StateActionEnsemble, tanh_gaussian_sample
-from envs.rollout import EnvPool, Episode, load_episodes, rollout_returns, save_episodes
+from seqeval.algorithms.nets import Dense, StateActionEnsemble, tanh_gaussian_sample
+from seqeval.envs.rollout import EnvPool, Episode, load_episodes, rollout_returns, save_episodes
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
@@ -73,7 +73,7 @@ class TanhGaussianActor(nn.Module):
         mean = Dense(self.action_dim)(x)
         log_std = Dense(self.action_dim)(x)
         # Soft clipping keeps gradients alive at the bounds (as in jaxrl / CORL); the offline
-        # agents' actor (algorithms.nets.TanhGaussianActor) clips hard, as CORL's CQL does.
+        # agents' actor (seqeval.algorithms.nets.TanhGaussianActor) clips hard, as CORL's CQL does.
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(log_std) + 1.0)
         return mean, log_std
 

@@ -150,7 +150,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_agents(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from algorithms.base import available_agents, get_agent
+    from seqeval.algorithms.base import available_agents, get_agent
 
     for name in available_agents():
         agent = get_agent(name)
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.set_defaults(func=cmd_demo)
 
     # Subcommands that live with their subsystems.
-    for module in ("envs.cli", "seqeval.report"):
+    for module in ("seqeval.envs.cli", "seqeval.report"):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     return parser

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from algorithms.base import available_agents, get_agent
+from seqeval.algorithms.base import available_agents, get_agent
 from seqeval.plot import plot_runs
 from seqeval.runner import RunSettings, run
 
@@ -26,7 +26,7 @@ DEMO_NETWORK = "64,64"
 
 def run_demo(out_dir: str = "runs/demo", figure: str = "figures/demo.png",
              agents: list[str] | None = None, dataset: str = DEMO_DATASET) -> int:
-    from envs.datasets import ensure_datasets
+    from seqeval.envs.datasets import ensure_datasets
 
     started = time.perf_counter()
     ensure_datasets("pendulum")

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from algorithms.base import Agent, Batch
+from seqeval.algorithms.base import Agent, Batch
 
 
 def online_reset_seed(seed: int, chunk_index: int) -> int:

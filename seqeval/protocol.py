@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algorithms.base import Agent, Batch, DatasetStats
+from seqeval.algorithms.base import Agent, Batch, DatasetStats
 from seqeval.data import OfflineData
 
 

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algorithms.base import Spaces, config_to_dict, get_agent
 from seqeval import protocol
+from seqeval.algorithms.base import Spaces, config_to_dict, get_agent
 from seqeval.data import OfflineData, load_datasets, make_eval_env_factory
 from seqeval.errors import DivergenceError, UserError
 from seqeval.evaluate import Evaluator

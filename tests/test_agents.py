@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import EXPERT, MIXED
 
-from algorithms.base import BUILTIN_AGENTS, Batch, DatasetStats, Spaces, get_agent
+from seqeval.agents import Batch, DatasetStats, Spaces, get_agent
+from seqeval.algorithms.base import BUILTIN_AGENTS
 from seqeval.errors import UserError
 from seqeval.runner import RunSettings, run
 

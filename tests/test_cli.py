@@ -76,7 +76,7 @@ def test_rerun_over_a_different_run_is_refused(store, tmp_path, capsys):
 DIVERGING_AGENT = '''
 import dataclasses
 import jax.numpy as jnp
-from algorithms.base import Agent
+from seqeval.agents import Agent
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -131,3 +131,24 @@ def test_dataset_without_reference_scores_reports_returns_or_takes_ref_scores(
     for row in scored:
         expected = 100 * (row["return"] + 1200) / (-150 + 1200)
         assert abs(row["normalized_score"] - expected) < 1e-3 * max(1.0, abs(expected))
+
+
+def test_runs_from_a_directory_holding_its_own_algorithms_and_envs(store, tmp_path):
+    """A research repo (CORL has `algorithms/`) must not shadow seqeval's own modules."""
+    for package in ("algorithms", "envs"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(
+            f"raise ImportError('the user repo {package} package was imported')\n")
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(store), "PYTHONPATH": str(tmp_path)}
+    seqeval = os.path.join(os.path.dirname(sys.executable), "seqeval")
+    result = subprocess.run(
+        [seqeval, "run", "--agent", "bc", "--dataset", EXPERT, "--out", "run", *SMALL],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    agents = subprocess.run([seqeval, "agents"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, check=False)
+    assert agents.returncode == 0 and "td3_bc" in agents.stdout, agents.stderr
+    datasets = subprocess.run([seqeval, "datasets", "list"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, check=False)
+    assert datasets.returncode == 0, datasets.stderr

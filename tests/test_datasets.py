@@ -11,10 +11,10 @@ import minari
 import numpy as np
 import pytest
 
-from envs.datasets import SuiteBuilder, build_datasets, read_card
-from envs.registry import QUALITIES, get_recipe
-from envs.sac import SACTrainer
 from seqeval.cli import main
+from seqeval.envs.datasets import SuiteBuilder, build_datasets, read_card
+from seqeval.envs.registry import QUALITIES, get_recipe
+from seqeval.envs.sac import SACTrainer
 from seqeval.errors import UserError
 
 warnings.filterwarnings("ignore", module="minari")

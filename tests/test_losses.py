@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algorithms import bc, cql, iql, td3_bc
-from algorithms.base import DatasetStats, Spaces
-from algorithms.nets import (
+from seqeval.agents import DatasetStats, Spaces
+from seqeval.algorithms import bc, cql, iql, td3_bc
+from seqeval.algorithms.nets import (
     gaussian_log_prob,
     tanh_gaussian_log_prob,
     tanh_gaussian_sample,
@@ -192,7 +192,7 @@ def test_td_target_bootstraps_only_non_terminal_transitions():
 def test_dense_matmul_gradients_equal_plain_matmul_gradients(in_dim, out_dim):
     """The layer's hand-written backward pass (skinny operands transposed first) gives the
     gradients of a plain matmul, also under vmap over an ensemble axis as the critics use."""
-    from algorithms.nets import dense_matmul
+    from seqeval.algorithms.nets import dense_matmul
 
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     inputs = jax.random.normal(keys[0], (2, 5, 7, in_dim))  # (ensemble, batch, samples, in)
@@ -211,7 +211,7 @@ def test_dense_matmul_gradients_equal_plain_matmul_gradients(in_dim, out_dim):
 def test_critic_ensemble_members_equal_the_single_network_on_their_parameters():
     """The feature-major ensemble computes, member by member, what the row-major
     StateActionValue computes on that member's parameters (so `member` can apply one)."""
-    from algorithms.nets import StateActionEnsemble, StateActionValue, member
+    from seqeval.algorithms.nets import StateActionEnsemble, StateActionValue, member
 
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
     observations = jax.random.normal(keys[0], (4, 6, 5))  # (batch, samples, observation)

@@ -11,8 +11,8 @@ import pytest
 from conftest import EXPERT, MIXED, RANDOM
 from test_protocol import PROBE, ProbeConfig, _identity_data, _probe_init
 
-from algorithms.base import get_agent
 from seqeval import protocol
+from seqeval.agents import get_agent
 from seqeval.cli import main
 from seqeval.results import read_evaluations
 from seqeval.runner import RunSettings, run

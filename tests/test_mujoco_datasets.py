@@ -10,9 +10,9 @@ import minari
 import numpy as np
 import pytest
 
-from envs.datasets import build_datasets, read_card
-from envs.registry import QUALITIES
 from seqeval.cli import main
+from seqeval.envs.datasets import build_datasets, read_card
+from seqeval.envs.registry import QUALITIES
 
 warnings.filterwarnings("ignore", module="minari")
 

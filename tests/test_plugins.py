@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import EXPERT
 
-from algorithms.base import ENTRY_POINT_GROUP, available_agents, get_agent
+from seqeval.agents import ENTRY_POINT_GROUP, available_agents, get_agent
 from seqeval.cli import main
 from seqeval.results import read_evaluations
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from conftest import MIXED
 
-from algorithms.base import Spaces, get_agent
 from seqeval import protocol
+from seqeval.agents import Spaces, get_agent
 from seqeval.data import load_dataset
 from seqeval.runner import RunSettings, run
 

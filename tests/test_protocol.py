@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import EXPERT
 
-from algorithms.base import Agent, Batch
 from seqeval import protocol
+from seqeval.agents import Agent, Batch
 from seqeval.results import read_evaluations
 from seqeval.runner import RunSettings, run
 

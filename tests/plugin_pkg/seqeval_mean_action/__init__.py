@@ -11,7 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.agents import Agent, Batch, DatasetStats, Spaces
 
 
 @dataclasses.dataclass(frozen=True)
