@@ -54,16 +54,14 @@ def test_online_phase_runs_with_environment_data_in_the_buffer(store, tmp_path):
 
 def test_retrain_members_never_sample_beyond_their_prefix():
     sizes = np.array([5, 40, 120], np.int32)
-    settings = protocol.TrainSettings(batch_size=8, increment=0, steps_per_increment=1,
-                                      max_increments=30, per_member_schedule=True)
-    train = protocol.make_train_chunk(PROBE, ProbeConfig(), settings)
+    train = protocol.make_retrain_trainer(PROBE, ProbeConfig(),
+                                          protocol.RetrainTraining(batch_size=8, max_steps=30))
     base = _probe_init(ProbeConfig(), None, None, None, 0)
     states = jax.tree.map(lambda x: jnp.stack([x] * 3), base)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     orders = jnp.tile(jnp.arange(200, dtype=jnp.int32), (3, 1))
     budgets = jnp.array([30, 10, 30], jnp.int32)
-    states, *_ = train(states, keys, orders, _identity_data(200), None, jnp.asarray(sizes),
-                       budgets, 200)
+    states, *_ = train(states, keys, orders, _identity_data(200), jnp.asarray(sizes), budgets)
     seen = np.asarray(states["seen"])
     for member, size in enumerate(sizes):
         trained = seen[member][: int(budgets[member])]
