@@ -67,7 +67,7 @@ def run_retrain(context: RunContext) -> dict:
                             for i in range(len(sizes)) for s in range(len(seeds))])
     orders = context.orders[np.tile(np.arange(len(seeds)), len(sizes))]
     states = protocol.init_states(context.agent, context.agent_config, init_keys,
-                                  context.spaces, protocol.dataset_stats(data), longest)
+                                  context.spaces, protocol.dataset_stats(data), member_budgets)
     progress = Progress()
     if resuming:
         restored = run_dir.load_checkpoint(

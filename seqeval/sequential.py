@@ -203,9 +203,9 @@ def run_sequential(context: RunContext) -> dict:
         "offline_gradient_steps": offline_steps,
     }))
 
+    # Learning-rate schedules span the offline pass; online fine-tuning runs at the peak rate.
     states = protocol.init_states(context.agent, context.agent_config, context.init_keys,
-                                  context.spaces, protocol.dataset_stats(data),
-                                  offline_steps + online_updates)
+                                  context.spaces, protocol.dataset_stats(data), offline_steps)
     online = None
     if settings.online_steps:
         capacity = settings.online_steps + settings.online_block  # room for a padded block
