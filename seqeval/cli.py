@@ -83,10 +83,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line and exit code 2, like seqeval's own."""
+    """argparse whose errors are seqeval's own: one line, exit code 2 (no usage dump)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise UserError(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="minari")
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    args, extra = parser.parse_known_args(join_negative_values(argv))
     try:
+        args, extra = parser.parse_known_args(join_negative_values(argv))
         if getattr(args, "takes_extra", False):
             return args.func(args, extra)
         if extra:

@@ -508,6 +508,10 @@ class RunDir:
                     f"'{self.path}' holds a run with a different config; choose another --out "
                     "or delete it"
                 )
+            # A process killed inside an atomic write leaves its temporary file behind.
+            for folder in (self.path, self.checkpoint_dir):
+                for stale in folder.glob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
             return True
         if any(p.name != LOCK for p in self.path.iterdir()):
             raise UserError(f"'{self.path}' holds files but no config.json (not a seqeval run, "

@@ -75,7 +75,7 @@ class Learners(NamedTuple):
 class _Sequential:
     """The compiled programs and environments of a sequential or full run, and its steps."""
 
-    def __init__(self, context: RunContext, chunks: list[protocol.Chunk]):
+    def __init__(self, context: RunContext, chunks: list[protocol.Chunk], progress: Progress):
         self.context = context
         settings, agent, config = context.settings, context.agent, context.agent_config
         self.full_mode = settings.mode == "full"
@@ -112,10 +112,54 @@ class _Sequential:
                 donate_argnums=(0,),
             )
 
+        self.bar = context.progress_bar(
+            context.data.size - context.initial_size + settings.online_steps,
+            progress.samples - context.initial_size, "samples")
+        self.started = time.perf_counter() - progress.wall_time
+
     def close(self) -> None:
+        self.bar.close()
         self.evaluator.close()
         if self.collector is not None:
             self.collector.close()
+
+    def run(self, index: int, step: OfflineStep | OnlineStep, learners: Learners,
+            progress: Progress) -> tuple[Learners, Progress]:
+        """Train through step `index`, log, evaluate and checkpoint it; the new progress."""
+        context, seeds = self.context, self.context.settings.seeds
+        run_dir = context.run_dir
+        working = dataclasses.replace(progress, prequential_totals={
+            seed: dict(totals) for seed, totals in progress.prequential_totals.items()})
+        train_started = time.perf_counter()
+        if isinstance(step, OfflineStep):
+            learners, result = self.offline(step, learners, working)
+        else:
+            learners, result = self.online(step, learners, working)
+        working.train_time += time.perf_counter() - train_started
+        working.gradient_steps += result.gradient_steps
+        working.samples = result.samples
+        members = len(seeds)
+        run_dir.log(TRAINING).append(training_columns(result.metrics), training_rows(
+            [result.samples] * members, [working.gradient_steps] * members, seeds,
+            result.phase, result.metrics))
+        context.check_finite(result.finite, seeds, result.samples, working.gradient_steps)
+        returns = self.evaluator.evaluate(self.policy, learners.states, index).mean(axis=1)
+        scores = context.data.normalized_score(returns)
+        working.wall_time = time.perf_counter() - self.started
+        run_dir.log(EVALUATIONS).append(EVALUATION_COLUMNS, evaluation_rows(
+            result.samples, working.gradient_steps, seeds, returns, scores, working.wall_time,
+            result.phase))
+        working.segment = index + 1
+        working.last_returns = [float(r) for r in returns]
+        working.last_scores = None if scores is None else [float(s) for s in scores]
+        summary = sequential_summary(working, seeds, "running")
+        run_dir.write_summary(summary)
+        run_dir.save_checkpoint(_checkpoint_tree(learners, working.online_count), working)
+        self.bar.update(result.samples - context.initial_size - self.bar.n)
+        shown = scores if scores is not None else returns
+        self.bar.set_postfix(score=f"{float(np.mean(shown)):.1f}",
+                             updates_per_s=f"{summary['updates_per_second']:.0f}")
+        return learners, working
 
     def offline(self, step: OfflineStep, learners: Learners, progress: Progress
                 ) -> tuple[Learners, StepResult]:
@@ -190,90 +234,64 @@ def _checkpoint_tree(learners: Learners, online_count: int) -> dict[str, Any]:
 def run_sequential(context: RunContext) -> dict:
     """Run (or resume) a sequential or full run; returns its summary."""
     settings, data, run_dir = context.settings, context.data, context.run_dir
-    seeds, n = settings.seeds, data.size
-    chunks = protocol.sequential_schedule(n, context.initial_size, settings.increment,
+    chunks = protocol.sequential_schedule(data.size, context.initial_size, settings.increment,
                                           settings.eval_every)
     steps: list[OfflineStep | OnlineStep] = [OfflineStep(c) for c in chunks] + [
         OnlineStep(i, start, end) for i, (start, end)
         in enumerate(protocol.online_schedule(settings.online_steps, settings.eval_every))]
     offline_steps = sum(c.num_increments for c in chunks) * settings.steps_per_increment
     online_updates = settings.online_steps * settings.updates_per_env_step
+    progress = Progress(samples=context.initial_size)
     resuming = run_dir.open(context.config_json({
         "total_gradient_steps": offline_steps + online_updates,
         "offline_gradient_steps": offline_steps,
     }))
+    with context.guard(lambda status: sequential_summary(progress, settings.seeds, status)):
+        learners = _initial_learners(context, offline_steps)
+        if resuming:
+            learners, progress = _restore(context, learners, progress)
+        runner = _Sequential(context, chunks, progress)
+        try:
+            for index in range(progress.segment, len(steps)):
+                context.stop.check()
+                learners, progress = runner.run(index, steps[index], learners, progress)
+        finally:
+            runner.close()
+    summary = sequential_summary(progress, settings.seeds, "complete")
+    run_dir.write_summary(summary)
+    return summary
 
+
+def _initial_learners(context: RunContext, offline_steps: int) -> Learners:
+    settings = context.settings
     # Learning-rate schedules span the offline pass; online fine-tuning runs at the peak rate.
     states = protocol.init_states(context.agent, context.agent_config, context.init_keys,
-                                  context.spaces, protocol.dataset_stats(data), offline_steps)
+                                  context.spaces, protocol.dataset_stats(context.data),
+                                  offline_steps)
     online = None
     if settings.online_steps:
         capacity = settings.online_steps + settings.online_block  # room for a padded block
         online = jax.tree.map(
-            lambda column: jnp.zeros((len(seeds), capacity) + column.shape[1:], column.dtype),
+            lambda column: jnp.zeros((settings.num_seeds, capacity) + column.shape[1:],
+                                     column.dtype),
             context.device_data)
-    learners = Learners(states, context.train_keys,
-                        jax.vmap(lambda k: jax.random.fold_in(k, 1))(context.init_keys), online)
-    progress = Progress(samples=context.initial_size)
-    if resuming:
-        restored = run_dir.load_checkpoint(
-            lambda saved: _checkpoint_tree(learners, saved.online_count))
-        if restored is not None:
-            tree, progress = restored
-            if online is not None:
-                count = progress.online_count
-                online = jax.tree.map(lambda full, part: full.at[:, :count].set(part),
-                                      online, tree["online"])
-            learners = Learners(tree["states"], tree["train_keys"], tree["explore_keys"],
-                                online)
-        run_dir.restore_logs(progress if restored is not None else None, len(seeds))
+    explore_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(context.init_keys)
+    return Learners(states, context.train_keys, explore_keys, online)
 
-    runner = _Sequential(context, chunks)
-    bar = context.progress_bar(n - context.initial_size + settings.online_steps,
-                               progress.samples - context.initial_size, "samples")
-    started = time.perf_counter() - progress.wall_time
-    try:
-        with context.guard(lambda status: sequential_summary(progress, seeds, status)):
-            for index in range(progress.segment, len(steps)):
-                context.stop.check()
-                step = steps[index]
-                working = dataclasses.replace(progress, prequential_totals={
-                    s: dict(t) for s, t in progress.prequential_totals.items()})
-                train_started = time.perf_counter()
-                if isinstance(step, OfflineStep):
-                    learners, result = runner.offline(step, learners, working)
-                else:
-                    learners, result = runner.online(step, learners, working)
-                working.train_time += time.perf_counter() - train_started
-                working.gradient_steps += result.gradient_steps
-                working.samples = result.samples
-                run_dir.log(TRAINING).append(training_columns(result.metrics), training_rows(
-                    [result.samples] * len(seeds), [working.gradient_steps] * len(seeds),
-                    seeds, result.phase, result.metrics))
-                context.check_finite(result.finite, seeds, result.samples,
-                                     working.gradient_steps)
-                returns = runner.evaluator.evaluate(runner.policy, learners.states,
-                                                    index).mean(axis=1)
-                scores = data.normalized_score(returns)
-                working.wall_time = time.perf_counter() - started
-                run_dir.log(EVALUATIONS).append(EVALUATION_COLUMNS, evaluation_rows(
-                    result.samples, working.gradient_steps, seeds, returns, scores,
-                    working.wall_time, result.phase))
-                working.segment = index + 1
-                working.last_returns = [float(r) for r in returns]
-                working.last_scores = None if scores is None else [float(s) for s in scores]
-                progress = working
-                run_dir.write_summary(sequential_summary(progress, seeds, "running"))
-                run_dir.save_checkpoint(_checkpoint_tree(learners, progress.online_count),
-                                        progress)
-                bar.update(result.samples - context.initial_size - bar.n)
-                shown = scores if scores is not None else returns
-                bar.set_postfix(score=f"{float(np.mean(shown)):.1f}", updates_per_s=(
-                    f"{progress.gradient_steps * len(seeds) / max(progress.train_time, 1e-9):.0f}"))
-    finally:
-        bar.close()
-        runner.close()
-    summary = sequential_summary(progress, seeds, "complete")
-    run_dir.write_summary(summary)
-    return summary
 
+def _restore(context: RunContext, learners: Learners, progress: Progress
+             ) -> tuple[Learners, Progress]:
+    """The learners and progress of the last checkpoint (if any), with the logs cut to it."""
+    run_dir = context.run_dir
+    restored = run_dir.load_checkpoint(
+        lambda saved: _checkpoint_tree(learners, saved.online_count))
+    run_dir.restore_logs(None if restored is None else restored[1], context.settings.num_seeds)
+    if restored is None:
+        return learners, progress
+    tree, progress = restored
+    online = learners.online
+    if online is not None:
+        count = progress.online_count
+        online = jax.tree.map(lambda full, part: full.at[:, :count].set(part), online,
+                              tree["online"])
+    return Learners(tree["states"], tree["train_keys"], tree["explore_keys"], online), progress

@@ -151,31 +151,3 @@ def test_vmapped_seeds_equal_seeds_run_alone(store, tmp_path):
     assert [r["samples"] for r in together] == [r["samples"] for r in alone]
     np.testing.assert_allclose([r["return"] for r in together], [r["return"] for r in alone],
                                rtol=1e-3, atol=0.5)
-
-
-def test_killed_run_resumes_with_identical_numbers(store, tmp_path, monkeypatch):
-    from seqeval import evaluate
-
-    common = dict(agent="bc", dataset=EXPERT, agent_overrides=(("hidden_dims", "32,32"),),
-                  initial_size=2_000, increment=20, steps_per_increment=4, eval_every=2_000,
-                  eval_episodes=2, batch_size=64, progress=False)
-    run(RunSettings(out=str(tmp_path / "whole"), **common))
-
-    calls = {"n": 0}
-    original = evaluate.Evaluator.evaluate
-
-    def dies_on_third(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(evaluate.Evaluator, "evaluate", dies_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        run(RunSettings(out=str(tmp_path / "killed"), **common))
-    assert len(read_evaluations(tmp_path / "killed")) == 2
-    monkeypatch.setattr(evaluate.Evaluator, "evaluate", original)
-    run(RunSettings(out=str(tmp_path / "killed"), **common))
-    whole, resumed = read_evaluations(tmp_path / "whole"), read_evaluations(tmp_path / "killed")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
-    assert strip(resumed) == strip(whole)
