@@ -1,4 +1,4 @@
-"""The sequential protocol (PROTOCOL.md §1) as compiled JAX.
+"""The sequential protocol (docs/protocol.md) as compiled JAX.
 
 The whole dataset lives on the device once; each seed sees it through its own permutation
 (`order`), so "the first t transitions" of a seed are `data[order[:t]]`. The current size is a
@@ -199,7 +199,7 @@ def _chunk_program(agent: Agent, config: Any, program: _Program) -> Callable:
     Increment i (0-based) trains on the first min(start_size + (i + 1) * increment, max_size)
     buffer positions; increments from `num_increments` on are skipped. The first gradient step
     of every increment trains on a batch whose last rows are the newest transitions
-    (PROTOCOL.md §1), so every new transition is trained on at least once (up to `batch_size`
+    (docs/protocol.md), so every new transition is trained on at least once (up to `batch_size`
     of them per increment).
     """
     batch_size = program.batch_size
@@ -364,7 +364,7 @@ def make_prequential_scorer(agent: Agent, config: Any, length: int) -> Callable 
 
     (states, orders, data, start, count) -> per-member sums of each per-transition metric over
     buffer positions [start, start + count), computed BEFORE those transitions are trained on
-    (prequential evaluation, PROTOCOL.md §3). Each transition is scored alone (`score` on a
+    (prequential evaluation, docs/protocol.md). Each transition is scored alone (`score` on a
     batch of one, vmapped), so the sums are exact whatever `count` is.
     """
     if agent.score is None:

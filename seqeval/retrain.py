@@ -31,11 +31,12 @@ from seqeval.results import (
     training_columns,
     training_rows,
 )
+from seqeval.settings import RunSettings
 
 RETRAIN_SEGMENT_STEPS = 5000  # gradient steps between two checkpoints
 
 
-def retrain_budgets(settings, sizes: list[int], initial_size: int) -> list[int]:
+def retrain_budgets(settings: RunSettings, sizes: list[int], initial_size: int) -> list[int]:
     """Gradient steps per size: --retrain-steps, else as many as the sequential run had taken
     on reaching that size, at least --retrain-min-steps."""
     def sequential_steps(size: int) -> int:

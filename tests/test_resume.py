@@ -42,15 +42,9 @@ TIMING = ("wall_time", "train_time", "prequential_time", "updates_per_second")
 def reference(pendulum_store, tmp_path_factory) -> Path:
     """The uninterrupted run."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(pendulum_store)
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(pendulum_store))
         assert main(["run", "--out", str(out), *RUN]) == 0
-    finally:
-        if previous is None:
-            del os.environ["MINARI_DATASETS_PATH"]
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = previous
     return out
 
 
