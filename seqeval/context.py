@@ -142,8 +142,9 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc_info) -> bool:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed:  # None: the previous handler was not set from Python
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self._previous is None
+                          else self._previous)
             self._installed = False
         return False
 

@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import datetime
 import fcntl
+import functools
 import io
 import json
 import math
@@ -47,9 +48,10 @@ PREQUENTIAL_KEYS = ("samples", "seed", "transitions")  # then METRIC, METRIC_cum
 CUMULATIVE = "_cumulative"
 
 
+@functools.cache
 def _file_mode() -> int:
     """The mode an ordinary new file gets (0666 less the umask): every file of a run has it."""
-    umask = os.umask(0)
+    umask = os.umask(0)  # reading the umask means setting it; done once per process
     os.umask(umask)
     return 0o666 & ~umask
 
