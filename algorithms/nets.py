@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -109,11 +109,47 @@ def observation_stats(stats: DatasetStats, enabled: bool) -> tuple[jax.Array, ja
     return jnp.zeros_like(stats.observation_mean), jnp.ones_like(stats.observation_std)
 
 
-def adam(learning_rate: float, total_steps: int | None = None) -> optax.GradientTransformation:
-    """Adam, with the learning rate cosine-decayed over `total_steps` when given."""
-    if total_steps:
-        return optax.adam(optax.cosine_decay_schedule(learning_rate, max(int(total_steps), 1)))
-    return optax.adam(learning_rate)
+class CosineDecayState(NamedTuple):
+    """Optimiser state of `adam`'s learning-rate schedule."""
+
+    count: jax.Array  # updates applied so far
+    horizon: jax.Array  # updates the decay spans (float32; per member when init is vmapped)
+    learning_rate: jax.Array  # the rate of the last update (the peak before any)
+
+
+def _scale_by_cosine_decay(peak: float, total_steps: Any) -> optax.GradientTransformation:
+    """-rate x updates, the rate cosine-decayed from `peak` to 0 over `total_steps` updates,
+    then `peak` again. The horizon lives in the state, so `total_steps` may be traced."""
+
+    def init(params):
+        del params
+        return CosineDecayState(count=jnp.zeros([], jnp.int32),
+                                horizon=jnp.asarray(total_steps, jnp.float32),
+                                learning_rate=jnp.asarray(peak, jnp.float32))
+
+    def update(updates, state, params=None):
+        del params
+        # optax.cosine_decay_schedule(peak, horizon)(count), written as XLA folds it for a
+        # constant horizon (pi * (1 / horizon), then 0.5 * peak); XLA's folding depends on the
+        # surrounding program, so rates may differ from optax's in the last bit
+        count = jnp.minimum(state.count, state.horizon)
+        decayed = (1 + jnp.cos(count * (jnp.pi * (1.0 / state.horizon)))) * (0.5 * peak)
+        rate = jnp.where(state.count < state.horizon, decayed, peak)
+        updates = jax.tree.map(lambda g: jnp.array(-1 * rate, dtype=g.dtype) * g, updates)
+        return updates, CosineDecayState(count=optax.safe_increment(state.count),
+                                         horizon=state.horizon, learning_rate=rate)
+
+    return optax.GradientTransformation(init, update)
+
+
+def adam(learning_rate: float, total_steps: Any = None) -> optax.GradientTransformation:
+    """Adam; with `total_steps`, the learning rate decays from `learning_rate` to 0 over the
+    first `total_steps` updates (cosine) and is `learning_rate` again after them: the offline
+    pass decays, online fine-tuning continues at a constant rate. `total_steps` may be a traced
+    integer (retrain mode vmaps `init` over members with budgets of their own)."""
+    if total_steps is None:
+        return optax.adam(learning_rate)
+    return optax.chain(optax.scale_by_adam(), _scale_by_cosine_decay(learning_rate, total_steps))
 
 
 def polyak(target: jax.Array, online: jax.Array, tau: float):

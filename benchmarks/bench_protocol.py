@@ -41,17 +41,16 @@ def bench_core(out_root: Path, dataset: str, steps_scale: float) -> None:
     # Compile time of the chunk program, measured on its own (ahead-of-time).
     agent = get_agent("bc")
     config = agent.make_config()
-    settings = protocol.TrainSettings(batch_size=256, increment=1, steps_per_increment=1,
-                                      max_increments=5_000)
-    train = protocol.make_train_chunk(agent, config, settings)
+    settings = protocol.SequentialTraining(batch_size=256, increment=1, steps_per_increment=1,
+                                           max_increments=5_000)
+    train = protocol.make_sequential_trainer(agent, config, settings)
     keys = jax.random.PRNGKey(0)[None]
     states = protocol.init_states(agent, config, keys, Spaces(data.observation_dim,
                                                               data.action_dim),
                                   protocol.dataset_stats(data), 10_000)
     orders = jax.numpy.arange(data.size, dtype=jax.numpy.int32)[None]
     started = time.perf_counter()
-    train.lower(states, keys, orders, protocol.device_dataset(data), None, 1000, 10,
-                data.size).compile()
+    train.lower(states, keys, orders, protocol.device_dataset(data), 1000, 10).compile()
     compile_seconds = time.perf_counter() - started
     evaluation_share = 1.0 - summary["train_time"] / summary["wall_time"]
     print("\n## BC, sequential protocol (gamma=1, K=1, f_e=5000, 10 episodes, 2x256, batch 256)")

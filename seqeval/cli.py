@@ -14,69 +14,9 @@ import warnings
 from collections.abc import Sequence
 
 from seqeval.errors import DivergenceError, UserError
+from seqeval.settings import add_run_arguments, join_negative_values, settings_from_arguments
 
 AGENT_PREFIX = "--agent."
-
-
-def _positive_pair(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got '{text}'") from None
-    return low, high
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N1,N2,..., got '{text}'") from None
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `seqeval run` (the protocol's settings, with the paper's defaults)."""
-    parser.add_argument("--agent", required=True,
-                        help="agent name (bc, td3_bc, iql, cql, an entry point) or FILE.py:NAME")
-    parser.add_argument("--dataset", required=True,
-                        help="Minari dataset id; ID1,ID2,... feeds datasets in that order, "
-                        "shuffled within each (distribution shift)")
-    parser.add_argument("--out", required=True, help="run directory (created; resumed if killed)")
-    parser.add_argument("--initial-size", type=int, default=None,
-                        help="T0, transitions before training starts (default min(5000, N/10))")
-    parser.add_argument("--increment", type=int, default=1,
-                        help="gamma, transitions added per increment (default 1)")
-    parser.add_argument("--steps-per-increment", type=int, default=1,
-                        help="K, gradient steps per increment (default 1)")
-    parser.add_argument("--eval-every", type=int, default=5000,
-                        help="f_e, evaluate every this many added samples (default 5000)")
-    parser.add_argument("--eval-episodes", type=int, default=10,
-                        help="episodes per evaluation and seed (default 10)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="number of seeds trained together in one program (default 1)")
-    parser.add_argument("--mode", default="sequential", choices=["sequential", "full", "retrain"],
-                        help="sequential (default); full: whole dataset from step 0 for the "
-                        "same steps (the paper's 'Normal'); retrain: a fresh agent per size")
-    parser.add_argument("--window", type=int, default=None,
-                        help="train only on the most recent N transitions (distribution shift)")
-    parser.add_argument("--online-steps", type=int, default=0,
-                        help="environment steps of online fine-tuning after the offline pass")
-    parser.add_argument("--updates-per-env-step", type=int, default=1,
-                        help="gradient steps per online environment step (default 1)")
-    parser.add_argument("--online-block", type=int, default=1000,
-                        help="env steps collected between compiled training calls (default 1000)")
-    parser.add_argument("--sizes", type=_int_list, default=None, metavar="N1,N2,...",
-                        help="retrain mode: dataset sizes (default: geometric grid T0..N)")
-    parser.add_argument("--retrain-steps", type=int, default=None,
-                        help="retrain mode: gradient steps per size (default: as many as the "
-                        "sequential run had taken at that size, at least --retrain-min-steps)")
-    parser.add_argument("--retrain-min-steps", type=int, default=1000)
-    parser.add_argument("--no-prequential", action="store_true",
-                        help="skip scoring each chunk before training on it")
-    parser.add_argument("--ref-scores", type=_positive_pair, default=None, metavar="MIN,MAX",
-                        help="reference returns for normalized scores (overrides the dataset's)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def parse_agent_overrides(extra: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -98,33 +38,9 @@ def parse_agent_overrides(extra: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from seqeval.runner import RunSettings, run
+    from seqeval.runner import run
 
-    settings = RunSettings(
-        agent=args.agent,
-        dataset=args.dataset,
-        out=args.out,
-        agent_overrides=parse_agent_overrides(extra),
-        initial_size=args.initial_size,
-        increment=args.increment,
-        steps_per_increment=args.steps_per_increment,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        num_seeds=args.seeds,
-        mode=args.mode,
-        window=args.window,
-        online_steps=args.online_steps,
-        updates_per_env_step=args.updates_per_env_step,
-        online_block=args.online_block,
-        sizes=args.sizes,
-        retrain_steps=args.retrain_steps,
-        retrain_min_steps=args.retrain_min_steps,
-        prequential=not args.no_prequential,
-        ref_scores=args.ref_scores,
-        progress=not args.no_progress,
-    )
+    settings = settings_from_arguments(args, parse_agent_overrides(extra))
     summary = run(settings)
     score = summary.get("last_mean_normalized_score")
     shown = f"normalized score {score:.1f}" if score is not None else (
@@ -166,8 +82,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(out_dir=args.out, figure=args.figure)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are seqeval's own: one line, exit code 2 (no usage dump)."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="seqeval",
         description="Sequential evaluation of offline RL agents: data-efficiency curves.",
     )
@@ -203,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="minari")
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        args, extra = parser.parse_known_args(join_negative_values(argv))
         if getattr(args, "takes_extra", False):
             return args.func(args, extra)
         if extra:

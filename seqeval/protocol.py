@@ -1,4 +1,4 @@
-"""The sequential protocol (PROTOCOL.md §1) as compiled JAX.
+"""The sequential protocol (docs/protocol.md) as compiled JAX.
 
 The whole dataset lives on the device once; each seed sees it through its own permutation
 (`order`), so "the first t transitions" of a seed are `data[order[:t]]`. The current size is a
@@ -49,6 +49,19 @@ def sequential_schedule(dataset_size: int, initial_size: int, increment: int,
         end = min(size + num_increments * increment, dataset_size)
         chunks.append(Chunk(size, num_increments, end))
         size = end
+    return chunks
+
+
+def online_schedule(online_steps: int, eval_every: int) -> list[tuple[int, int]]:
+    """The online phase cut at its evaluations: environment steps [start, end) of each chunk.
+
+    An evaluation follows every multiple of `eval_every` environment steps, and the last step.
+    """
+    chunks, start = [], 0
+    while start < online_steps:
+        end = min((start // eval_every + 1) * eval_every, online_steps)
+        chunks.append((start, end))
+        start = end
     return chunks
 
 
@@ -120,38 +133,83 @@ def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return permutation_key, init_key, train_key
 
 
+# ---------------------------------------------------------------------------------------------
+# Trainers, one per mode. All four compile the same program (`_chunk_program`): a scan over
+# increments of the buffer, K gradient steps each; they differ in how the buffer grows.
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    """What the compiled training program needs to know statically."""
+class SequentialTraining:
+    """Sequential mode, offline: each increment adds `increment` dataset transitions."""
 
     batch_size: int
-    increment: int  # transitions added per increment (0: a fixed buffer, as in full mode)
-    steps_per_increment: int
-    max_increments: int  # scan length; chunks with fewer increments skip the rest
+    increment: int  # gamma: transitions added per increment
+    steps_per_increment: int  # K: gradient steps per increment
+    max_increments: int  # compiled scan length: the most increments of any chunk
     window: int | None = None  # train only on the most recent `window` transitions
-    online: bool = False  # the buffer continues past the dataset with online transitions
-    per_member_schedule: bool = False  # start size and increment count differ per member
 
 
-def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Callable:
-    """A jitted function training every seed through one chunk of increments.
+@dataclasses.dataclass(frozen=True)
+class FullDataTraining:
+    """Full mode: the whole dataset from the first step; a chunk takes the gradient steps of
+    the sequential chunk it stands for (its increments x K), so the x axes line up."""
 
-    Signature: (states, keys, orders, data, online, start_size, num_increments, max_size)
-    -> (states, keys, mean_metrics, finite), vmapped over the leading (member) axis of
-    `states`, `keys`, `orders` and `online` (None without an online phase); `start_size` and
-    `num_increments` are shared by all members unless `per_member_schedule` (retrain mode,
-    where members past their budget are masked). The first gradient step of every increment
-    trains on a batch whose last rows are the newest transitions (PROTOCOL.md §1), so every new
-    transition is trained on at least once (up to `batch_size` of them per increment).
+    batch_size: int
+    steps_per_increment: int  # K
+    max_increments: int  # compiled scan length: the most increments of any chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineTraining:
+    """The online phase: each environment step adds one transition, then
+    `updates_per_env_step` gradient steps."""
+
+    batch_size: int
+    updates_per_env_step: int
+    max_env_steps: int  # compiled scan length: the most environment steps of a call (a block)
+    window: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainTraining:
+    """Retrain mode: each member (size x seed) trains on its own fixed prefix of the data, for
+    its own budget; one call runs up to `max_steps` steps of every member."""
+
+    batch_size: int
+    max_steps: int  # compiled scan length: gradient steps per call
+    window: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    batch_size: int
+    increment: int  # transitions added per increment (0: a fixed buffer)
+    steps_per_increment: int
+    max_increments: int
+    window: int | None
+    online: bool  # the buffer continues past the dataset with each member's online transitions
+    per_member: bool  # buffer size and increment count differ per member
+
+
+def _chunk_program(agent: Agent, config: Any, program: _Program) -> Callable:
+    """(states, keys, orders, data, online, start_size, num_increments, max_size)
+    -> (states, keys, mean_metrics, finite), over the leading (member) axis of `states`, `keys`,
+    `orders` and `online`.
+
+    Increment i (0-based) trains on the first min(start_size + (i + 1) * increment, max_size)
+    buffer positions; increments from `num_increments` on are skipped. The first gradient step
+    of every increment trains on a batch whose last rows are the newest transitions
+    (docs/protocol.md), so every new transition is trained on at least once (up to `batch_size`
+    of them per increment).
     """
-    batch_size = settings.batch_size
-    newest = min(settings.increment, batch_size)
+    batch_size = program.batch_size
+    newest = min(program.increment, batch_size)
     rows = jnp.arange(batch_size)
 
     def grad_step(carry, step_index, size, data, order, online):
         state, key = carry
         key, position_key, update_key = jax.random.split(key, 3)
-        low = 0 if settings.window is None else jnp.maximum(size - settings.window, 0)
+        low = 0 if program.window is None else jnp.maximum(size - program.window, 0)
         positions = jax.random.randint(position_key, (batch_size,), low, size)
         forced = jnp.maximum(size - batch_size + rows, 0)
         is_newest = (step_index == 0) & (rows >= batch_size - newest)
@@ -169,12 +227,12 @@ def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Call
         def increment_step(carry, increment_index):
             def run(carry):
                 state, key, sums, finite = carry
-                size = jnp.minimum(start_size + (increment_index + 1) * settings.increment,
+                size = jnp.minimum(start_size + (increment_index + 1) * program.increment,
                                    max_size)
                 (state, key), metrics = jax.lax.scan(
                     lambda c, j: grad_step(c, j, size, data, order, online),
                     (state, key),
-                    jnp.arange(settings.steps_per_increment),
+                    jnp.arange(program.steps_per_increment),
                 )
                 sums = jax.tree.map(lambda s, m: s + m.sum(0), sums, metrics)
                 leaves_finite = [jnp.all(jnp.isfinite(m)) for m in jax.tree.leaves(metrics)]
@@ -186,19 +244,19 @@ def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Call
 
         init = (state, key, zero_sums, jnp.array(True))
         (state, key, sums, finite), _ = jax.lax.scan(
-            increment_step, init, jnp.arange(settings.max_increments)
+            increment_step, init, jnp.arange(program.max_increments)
         )
-        steps = jnp.maximum(num_increments * settings.steps_per_increment, 1)
+        steps = jnp.maximum(num_increments * program.steps_per_increment, 1)
         means = jax.tree.map(lambda s: s / steps, sums)
         return state, key, means, finite
 
-    schedule_axis = 0 if settings.per_member_schedule else None
-    online_axis = 0 if settings.online else None
-    vmapped = jax.vmap(train_one, in_axes=(0, 0, 0, None, online_axis, schedule_axis,
-                                           schedule_axis, None))
+    member_axis = 0 if program.per_member else None
+    online_axis = 0 if program.online else None
+    vmapped = jax.vmap(train_one, in_axes=(0, 0, 0, None, online_axis, member_axis,
+                                           member_axis, None))
 
     def train_all(states, keys, orders, data, online, start_size, num_increments, max_size):
-        if keys.shape[0] > 1 or settings.per_member_schedule:
+        if keys.shape[0] > 1 or program.per_member:
             return vmapped(states, keys, orders, data, online, start_size, num_increments,
                            max_size)
         # One member: no vmap, so an agent's own `lax.cond` (e.g. TD3's delayed actor
@@ -209,7 +267,71 @@ def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Call
                             num_increments, max_size)
         return jax.tree.map(lambda leaf: leaf[None], outputs)
 
-    return jax.jit(train_all, donate_argnums=(0, 1))
+    return train_all
+
+
+def make_sequential_trainer(agent: Agent, config: Any, settings: SequentialTraining) -> Callable:
+    """Jitted `train(states, keys, orders, data, size_before, increments)`: every member takes
+    `increments` increments from a buffer of `size_before` transitions (capped at the dataset).
+
+    Returns (states, keys, mean metrics, finite) per member; `states` and `keys` are donated.
+    """
+    program = _chunk_program(agent, config, _Program(
+        settings.batch_size, settings.increment, settings.steps_per_increment,
+        settings.max_increments, settings.window, online=False, per_member=False))
+
+    def train(states, keys, orders, data, size_before, increments):
+        return program(states, keys, orders, data, None, size_before, increments,
+                       orders.shape[1])
+
+    return jax.jit(train, donate_argnums=(0, 1))
+
+
+def make_full_data_trainer(agent: Agent, config: Any, settings: FullDataTraining) -> Callable:
+    """Jitted `train(states, keys, orders, data, increments)`: every member takes
+    increments x K gradient steps on the whole dataset."""
+    program = _chunk_program(agent, config, _Program(
+        settings.batch_size, 0, settings.steps_per_increment, settings.max_increments, None,
+        online=False, per_member=False))
+
+    def train(states, keys, orders, data, increments):
+        size = orders.shape[1]
+        return program(states, keys, orders, data, None, size, increments, size)
+
+    return jax.jit(train, donate_argnums=(0, 1))
+
+
+def make_online_trainer(agent: Agent, config: Any, settings: OnlineTraining) -> Callable:
+    """Jitted `train(states, keys, orders, data, online, env_steps_before, env_steps,
+    env_steps_total)`: the buffer holds the dataset and then each member's first
+    `env_steps_before` online transitions (`online`, members x capacity); it grows by one
+    transition per environment step for `env_steps` steps."""
+    program = _chunk_program(agent, config, _Program(
+        settings.batch_size, 1, settings.updates_per_env_step, settings.max_env_steps,
+        settings.window, online=True, per_member=False))
+
+    def train(states, keys, orders, data, online, env_steps_before, env_steps,
+              env_steps_total):
+        size = orders.shape[1]
+        return program(states, keys, orders, data, online, size + env_steps_before,
+                       env_steps, size + env_steps_total)
+
+    return jax.jit(train, donate_argnums=(0, 1))
+
+
+def make_retrain_trainer(agent: Agent, config: Any, settings: RetrainTraining) -> Callable:
+    """Jitted `train(states, keys, orders, data, member_sizes, member_steps)`: member m takes
+    member_steps[m] (<= max_steps) gradient steps on its first member_sizes[m] transitions;
+    members with 0 steps left are unchanged."""
+    program = _chunk_program(agent, config, _Program(
+        settings.batch_size, 0, 1, settings.max_steps, settings.window, online=False,
+        per_member=True))
+
+    def train(states, keys, orders, data, member_sizes, member_steps):
+        return program(states, keys, orders, data, None, member_sizes, member_steps,
+                       orders.shape[1])
+
+    return jax.jit(train, donate_argnums=(0, 1))
 
 
 def make_policy(agent: Agent, config: Any) -> Callable:
@@ -222,11 +344,19 @@ def make_policy(agent: Agent, config: Any) -> Callable:
 
 
 def init_states(agent: Agent, config: Any, init_keys: jax.Array, spaces, stats: DatasetStats,
-                total_steps: int):
-    """Agent states for every seed (vmapped `init`)."""
+                total_steps: int | np.ndarray):
+    """Agent states for every member (vmapped `init`).
+
+    `total_steps` sizes learning-rate schedules: one int for all members, or one per member
+    (retrain mode, where each size has its own budget; `init` then receives a traced integer).
+    """
+    if np.ndim(total_steps) == 0:
+        return jax.jit(
+            jax.vmap(lambda k: agent.init(config, k, spaces, stats, total_steps)),
+        )(init_keys)
     return jax.jit(
-        jax.vmap(lambda k: agent.init(config, k, spaces, stats, total_steps)),
-    )(init_keys)
+        jax.vmap(lambda k, steps: agent.init(config, k, spaces, stats, steps)),
+    )(init_keys, jnp.asarray(total_steps, jnp.int32))
 
 
 def make_prequential_scorer(agent: Agent, config: Any, length: int) -> Callable | None:
@@ -234,7 +364,7 @@ def make_prequential_scorer(agent: Agent, config: Any, length: int) -> Callable 
 
     (states, orders, data, start, count) -> per-member sums of each per-transition metric over
     buffer positions [start, start + count), computed BEFORE those transitions are trained on
-    (prequential evaluation, PROTOCOL.md §3). Each transition is scored alone (`score` on a
+    (prequential evaluation, docs/protocol.md). Each transition is scored alone (`score` on a
     batch of one, vmapped), so the sums are exact whatever `count` is.
     """
     if agent.score is None:

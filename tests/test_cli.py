@@ -30,6 +30,7 @@ def test_run_then_plot_through_the_installed_command(store, tmp_path):
     assert "final normalized score" in result.stdout
     config = json.loads((run_dir / "config.json").read_text())
     assert config["agent_config"]["hidden_dims"] == [32, 32]
+    assert config["agent"] == config["agent_name"] == "bc"
     assert config["protocol"]["seeds"] == [0, 1]
     lines = (run_dir / "evaluations.csv").read_text().splitlines()
     assert lines[0] == "samples,gradient_steps,seed,return,normalized_score,wall_time,phase"
@@ -59,13 +60,41 @@ def _run(args, tmp_path):
     (["--agent", "bc", "--dataset", EXPERT, "--bogus"], "unrecognised argument '--bogus'"),
     (["--agent", "missing.py:AGENT", "--dataset", EXPERT],
      "agent file 'missing.py' does not exist"),
+    (["--agent", "bc", "--dataset", EXPERT, "--mode", "full", "--window", "1000"],
+     "full mode has all the data from the start; drop --window"),
+    (["--agent", "bc", "--dataset", EXPERT, "--ref-scores=-inf,0"],
+     "argument --ref-scores: MIN,MAX must be finite numbers, got '-inf,0'"),
+    (["--agent", "bc", "--dataset", EXPERT, "--ref-scores", "-150,-1200"],
+     "MIN must be below MAX"),
+    (["--agent", "bc", "--dataset", EXPERT, "--mode", "sequentail"],
+     "argument --mode: invalid choice: 'sequentail'"),
+    (["--agent", "bc", "--dataset", EXPERT, "--sizes", ","], "expected N1,N2,... (integers)"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(store, tmp_path, capsys, args, message):
     assert _run(args, tmp_path) == 2
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
 
+
+def test_run_flags_come_from_run_settings_and_show_their_defaults(capsys):
+    import dataclasses
+
+    from seqeval.runner import RunSettings
+    from seqeval.settings import MODES, run_flag
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(RunSettings):
+        if field.name != "agent_overrides":  # --agent.KEY VALUE
+            assert run_flag(field.name) in text, field.name
+    assert "--seeds N seeds SEED, SEED+1, ... trained together in one program (default: 1)" \
+        in text
+    assert "(default: 5000)" in text and "(default: min(5000, N/10))" in text
+    assert "{" + ",".join(MODES) + "}" in text
 
 def test_rerun_over_a_different_run_is_refused(store, tmp_path, capsys):
     assert _run(["--agent", "bc", "--dataset", RANDOM, *SMALL], tmp_path) == 0
@@ -103,6 +132,8 @@ def test_divergence_is_detected_and_reported(store, tmp_path, capsys):
             "--eval-every", "1000", "--eval-episodes", "1", "--no-progress", "--increment", "10"]
     assert _run(args, tmp_path) == 1
     assert "diverged" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["agent_name"] == \
+        "diverging"  # the Agent's name, not the file spec
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     # 30 good steps fit in the first chunk (2000 samples = 100 steps): it diverges there.
     assert summary["status"] == "diverged" and summary["samples"] == 2000
@@ -125,8 +156,9 @@ def test_dataset_without_reference_scores_reports_returns_or_takes_ref_scores(
     assert raw and all(r["normalized_score"] is None and r["return"] < 0 for r in raw)
     assert main(["plot", str(tmp_path / "raw"), "--out", str(tmp_path / "raw.png")]) == 0
 
+    # A negative first value is a value, not a flag.
     assert main(["run", "--out", str(tmp_path / "ref"), *common,
-                 "--ref-scores=-1200,-150"]) == 0
+                 "--ref-scores", "-1200,-150"]) == 0
     scored = read_evaluations(tmp_path / "ref")
     for row in scored:
         expected = 100 * (row["return"] + 1200) / (-150 + 1200)

@@ -7,14 +7,16 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import EXPERT, MIXED, RANDOM
 from test_protocol import PROBE, ProbeConfig, _identity_data, _probe_init
 
 from seqeval import protocol
-from seqeval.agents import get_agent
+from seqeval.agents import Spaces, adam, get_agent
 from seqeval.cli import main
-from seqeval.results import read_evaluations
+from seqeval.data import load_dataset
+from seqeval.results import RunDir, read_evaluations, read_training
 from seqeval.runner import RunSettings, run
 
 TINY = dict(agent_overrides=(("hidden_dims", "16,16"),), eval_episodes=1, batch_size=32,
@@ -54,16 +56,14 @@ def test_online_phase_runs_with_environment_data_in_the_buffer(store, tmp_path):
 
 def test_retrain_members_never_sample_beyond_their_prefix():
     sizes = np.array([5, 40, 120], np.int32)
-    settings = protocol.TrainSettings(batch_size=8, increment=0, steps_per_increment=1,
-                                      max_increments=30, per_member_schedule=True)
-    train = protocol.make_train_chunk(PROBE, ProbeConfig(), settings)
+    train = protocol.make_retrain_trainer(PROBE, ProbeConfig(),
+                                          protocol.RetrainTraining(batch_size=8, max_steps=30))
     base = _probe_init(ProbeConfig(), None, None, None, 0)
     states = jax.tree.map(lambda x: jnp.stack([x] * 3), base)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     orders = jnp.tile(jnp.arange(200, dtype=jnp.int32), (3, 1))
     budgets = jnp.array([30, 10, 30], jnp.int32)
-    states, *_ = train(states, keys, orders, _identity_data(200), None, jnp.asarray(sizes),
-                       budgets, 200)
+    states, *_ = train(states, keys, orders, _identity_data(200), jnp.asarray(sizes), budgets)
     seen = np.asarray(states["seen"])
     for member, size in enumerate(sizes):
         trained = seen[member][: int(budgets[member])]
@@ -72,7 +72,33 @@ def test_retrain_members_never_sample_beyond_their_prefix():
     assert (seen[1][10:30] == -1).all()  # a member past its budget stops updating
 
 
-def test_retrain_mode_trains_each_size(store, tmp_path):
+BC_PEAK_RATE = 1e-3  # BCConfig.learning_rate
+
+
+def _bc_schedules(out, members: int, online_count: int | None = None):
+    """The final learning-rate schedule state (count, horizon, learning_rate) of each member of
+    a BC run, read from its checkpoint."""
+    agent = get_agent("bc")
+    config = agent.make_config(dict(TINY["agent_overrides"]))
+    data = load_dataset(EXPERT)
+    keys = jax.random.split(jax.random.PRNGKey(0), members)
+    states = protocol.init_states(agent, config, keys, Spaces(3, 1), protocol.dataset_stats(data),
+                                  np.ones(members, np.int32))
+    like = {"states": states, "train_keys": keys}
+    if online_count is not None:
+        like["explore_keys"] = keys
+        like["online"] = jax.tree.map(
+            lambda c: jnp.zeros((members, online_count) + c.shape[1:], c.dtype),
+            protocol.device_dataset(data))
+    tree, _ = RunDir(out).load_checkpoint(lambda progress: like)
+    return tree["states"].actor.opt_state[1]
+
+
+def _cosine(count, horizon):
+    return BC_PEAK_RATE * 0.5 * (1 + np.cos(np.pi * count / horizon))
+
+
+def test_retrain_mode_trains_each_size_with_its_own_schedule(store, tmp_path):
     out = tmp_path / "retrain"
     summary = run(RunSettings(agent="bc", dataset=EXPERT, out=str(out), mode="retrain",
                               initial_size=2_000, increment=100, sizes=(500, 2_000, 10_000),
@@ -83,6 +109,60 @@ def test_retrain_mode_trains_each_size(store, tmp_path):
     # default budget: the sequential run's steps at that size, floored at 50
     assert budgets == {500: 50, 2_000: 50, 10_000: 80}
     assert len(rows) == 6 and summary["status"] == "complete"
+    # Each member's cosine decay spans its own budget and has reached ~0 at its end.
+    schedule = _bc_schedules(out, members=6)
+    member_budgets = np.array([50, 50, 50, 50, 80, 80])
+    np.testing.assert_array_equal(schedule.count, member_budgets)
+    np.testing.assert_array_equal(schedule.horizon, member_budgets)
+    np.testing.assert_allclose(schedule.learning_rate, _cosine(member_budgets - 1,
+                                                               member_budgets), rtol=1e-4)
+    assert (np.asarray(schedule.learning_rate) < 0.002 * BC_PEAK_RATE).all()
+    # The same as a fresh agent trained alone on that budget.
+    alone = tmp_path / "alone"
+    run(RunSettings(agent="bc", dataset=EXPERT, out=str(alone), mode="retrain",
+                    initial_size=2_000, increment=100, sizes=(500,), retrain_min_steps=50,
+                    **TINY))
+    single = _bc_schedules(alone, members=1)
+    assert int(single.count[0]) == 50
+    np.testing.assert_allclose(single.learning_rate[0], schedule.learning_rate[0], rtol=1e-6)
+
+
+def test_online_steps_leave_the_offline_curve_unchanged(store, tmp_path):
+    """Schedules span the offline pass; the online phase trains at the constant peak rate."""
+    common = dict(agent="bc", dataset=EXPERT, initial_size=8_000, increment=50,
+                  eval_every=1_000, **TINY)
+    run(RunSettings(out=str(tmp_path / "offline"), **common))
+    run(RunSettings(out=str(tmp_path / "online"), online_steps=300, online_block=300, **common))
+
+    def offline(rows):
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows
+                if r["phase"] == "offline"]
+
+    alone, continued = tmp_path / "offline", tmp_path / "online"
+    assert offline(read_evaluations(continued)) == offline(read_evaluations(alone))
+    assert offline(read_training(continued)) == offline(read_training(alone))
+    assert len(offline(read_training(alone))) == 2
+    schedule = _bc_schedules(continued, members=1, online_count=300)
+    assert int(schedule.count[0]) == 40 + 300 and float(schedule.horizon[0]) == 40
+    np.testing.assert_allclose(schedule.learning_rate[0], BC_PEAK_RATE, rtol=1e-6)
+
+
+def test_adam_schedule_is_optax_cosine_decay_then_the_peak_rate():
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.array([0.1, -0.2, 0.3])}
+    ours, reference = adam(1e-3, 10), optax.adam(optax.cosine_decay_schedule(1e-3, 10))
+    constant = optax.adam(1e-3)
+    step = jax.jit(lambda tx_update, g, s: tx_update(g, s), static_argnums=0)
+    ours_state, reference_state = ours.init(params), reference.init(params)
+    for _ in range(10):
+        ours_update, ours_state = step(ours.update, grads, ours_state)
+        reference_update, reference_state = step(reference.update, grads, reference_state)
+        np.testing.assert_allclose(ours_update["w"], reference_update["w"], rtol=1e-6)
+    # Past the horizon: the constant rate (optax's schedule would stay at 0).
+    ours_update, ours_state = step(ours.update, grads, ours_state)
+    constant_update, _ = step(constant.update, grads, (reference_state[0], optax.EmptyState()))
+    np.testing.assert_allclose(ours_update["w"], constant_update["w"], rtol=1e-6)
+    assert float(ours_state[1].learning_rate) == pytest.approx(1e-3)
 
 
 def test_full_mode_matches_the_sequential_step_count(store, tmp_path):

@@ -75,13 +75,13 @@ def _identity_data(n):
 
 def test_newest_transitions_are_in_the_first_batch_of_each_increment():
     n, t0, gamma, k, batch = 100, 20, 3, 2, 8
-    settings = protocol.TrainSettings(batch_size=batch, increment=gamma, steps_per_increment=k,
-                                      max_increments=10)
-    train = protocol.make_train_chunk(PROBE, ProbeConfig(), settings)
+    settings = protocol.SequentialTraining(batch_size=batch, increment=gamma,
+                                           steps_per_increment=k, max_increments=10)
+    train = protocol.make_sequential_trainer(PROBE, ProbeConfig(), settings)
     state = jax.tree.map(lambda x: x[None], _probe_init(ProbeConfig(), None, None, None, 0))
     keys = jax.random.PRNGKey(0)[None]
     order = jnp.arange(n, dtype=jnp.int32)[None]  # identity: position p holds row p
-    state, keys, _, finite = train(state, keys, order, _identity_data(n), None, t0, 10, n)
+    state, keys, _, finite = train(state, keys, order, _identity_data(n), t0, 10)
     seen = np.asarray(state["seen"][0])
     assert bool(finite[0])
     for increment in range(10):
@@ -94,13 +94,13 @@ def test_newest_transitions_are_in_the_first_batch_of_each_increment():
 
 def test_window_restricts_batches_to_recent_transitions():
     n, window = 400, 30
-    settings = protocol.TrainSettings(batch_size=8, increment=10, steps_per_increment=3,
-                                      max_increments=20, window=window)
-    train = protocol.make_train_chunk(PROBE, ProbeConfig(), settings)
+    settings = protocol.SequentialTraining(batch_size=8, increment=10, steps_per_increment=3,
+                                           max_increments=20, window=window)
+    train = protocol.make_sequential_trainer(PROBE, ProbeConfig(), settings)
     state = jax.tree.map(lambda x: x[None], _probe_init(ProbeConfig(), None, None, None, 0))
     order = jnp.arange(n, dtype=jnp.int32)[None]
     key = jax.random.PRNGKey(1)[None]
-    state, *_ = train(state, key, order, _identity_data(n), None, 100, 20, n)
+    state, *_ = train(state, key, order, _identity_data(n), 100, 20)
     seen = np.asarray(state["seen"][0])[:60].reshape(20, 3, 8)
     for increment in range(20):
         size = 100 + (increment + 1) * 10
@@ -109,14 +109,14 @@ def test_window_restricts_batches_to_recent_transitions():
 
 def test_growing_the_data_never_recompiles(store, tmp_path, monkeypatch):
     compiled = []
-    original = protocol.make_train_chunk
+    original = protocol.make_sequential_trainer
 
     def spy(*args, **kwargs):
         function = original(*args, **kwargs)
         compiled.append(function)
         return function
 
-    monkeypatch.setattr(protocol, "make_train_chunk", spy)
+    monkeypatch.setattr(protocol, "make_sequential_trainer", spy)
     # 8 chunks of different lengths (10, 186 or 185 increments, a partial last one).
     summary = run(RunSettings(agent="bc", dataset=EXPERT, out=str(tmp_path / "run"),
                               agent_overrides=(("hidden_dims", "16"),), initial_size=1_234,
@@ -151,31 +151,3 @@ def test_vmapped_seeds_equal_seeds_run_alone(store, tmp_path):
     assert [r["samples"] for r in together] == [r["samples"] for r in alone]
     np.testing.assert_allclose([r["return"] for r in together], [r["return"] for r in alone],
                                rtol=1e-3, atol=0.5)
-
-
-def test_killed_run_resumes_with_identical_numbers(store, tmp_path, monkeypatch):
-    from seqeval import evaluate
-
-    common = dict(agent="bc", dataset=EXPERT, agent_overrides=(("hidden_dims", "32,32"),),
-                  initial_size=2_000, increment=20, steps_per_increment=4, eval_every=2_000,
-                  eval_episodes=2, batch_size=64, progress=False)
-    run(RunSettings(out=str(tmp_path / "whole"), **common))
-
-    calls = {"n": 0}
-    original = evaluate.Evaluator.evaluate
-
-    def dies_on_third(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(evaluate.Evaluator, "evaluate", dies_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        run(RunSettings(out=str(tmp_path / "killed"), **common))
-    assert len(read_evaluations(tmp_path / "killed")) == 2
-    monkeypatch.setattr(evaluate.Evaluator, "evaluate", original)
-    run(RunSettings(out=str(tmp_path / "killed"), **common))
-    whole, resumed = read_evaluations(tmp_path / "whole"), read_evaluations(tmp_path / "killed")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
-    assert strip(resumed) == strip(whole)
