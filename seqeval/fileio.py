@@ -39,3 +39,8 @@ def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text`."""
     _write_atomic(path, "w", lambda h: h.write(text))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`."""
+    _write_atomic(path, "wb", lambda h: h.write(data))
