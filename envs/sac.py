@@ -346,7 +346,7 @@ class SACTrainer:
         probe = EnvPool(env_id, 1, seed)
         self.observation_dim = probe.observation_dim
         self.action_dim = probe.action_dim
-        self.action_low, self.action_high = probe.action_low, probe.action_high
+        self.action_low, self.action_high = probe.group.action_low, probe.group.action_high
         probe.close()
         self.agent = shared_sac(sac_config, self.observation_dim, self.action_dim)
         # The buffer holds every transition of the run (D4RL's SAC kept 1M, its whole budget).
