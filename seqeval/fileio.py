@@ -12,10 +12,22 @@ from typing import IO, Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; files written here get the permissions
+# any other new file gets (0666 less the umask, read once at import), like the files beside them.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def _write_atomic(path: Path, mode: str, write: Callable[[IO[Any]], None]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
