@@ -7,7 +7,6 @@ import json
 import math
 import warnings
 
-import gymnasium as gym
 import minari
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from minari.data_collector import EpisodeBuffer
 from seqeval import data as data_module
 from seqeval.cli import main
 from seqeval.data import dataset_root, load_dataset
+from seqeval.envs.rollout import collect_episodes
 from seqeval.errors import UserError
 from seqeval.scores import (
     D4RL_REFERENCE_RETURNS,
@@ -30,33 +30,18 @@ warnings.filterwarnings("ignore", module="minari")
 HOPPER_ID = "mujoco/hopper/medium-v0"
 
 
-def make_hopper_dataset(dataset_id: str, episodes: int = 6, seed: int = 0) -> None:
+def make_hopper_dataset(dataset_id: str, transitions: int = 300, seed: int = 0) -> None:
     """Random-action Hopper-v5 episodes written with Minari's own API, without reference
     scores (as Farama publishes its mujoco/hopper datasets)."""
-    env = gym.make("Hopper-v5")
     rng = np.random.default_rng(seed)
-    buffers = []
-    for episode in range(episodes):
-        observation, _ = env.reset(seed=seed * 1000 + episode)
-        observations, actions, rewards, terminations, truncations = [observation], [], [], [], []
-        while True:
-            action = rng.uniform(-1.0, 1.0, size=3).astype(np.float32)
-            observation, reward, terminated, truncated, _ = env.step(action)
-            observations.append(observation)
-            actions.append(action)
-            rewards.append(reward)
-            terminations.append(terminated)
-            truncations.append(truncated)
-            if terminated or truncated:
-                break
-        buffers.append(EpisodeBuffer(id=episode, observations=np.asarray(observations),
-                                     actions=np.asarray(actions), rewards=np.asarray(rewards),
-                                     terminations=np.asarray(terminations),
-                                     truncations=np.asarray(truncations)))
+    episodes = collect_episodes(lambda observations, step: rng.uniform(-1, 1, (2, 3)),
+                                "Hopper-v5", transitions, num_envs=2, seed=seed)
+    buffers = [EpisodeBuffer(id=number, observations=e.observations, actions=e.actions,
+                             rewards=e.rewards, terminations=e.terminations,
+                             truncations=e.truncations) for number, e in enumerate(episodes)]
     minari.create_dataset_from_buffers(dataset_id, buffers, env="Hopper-v5",
                                        algorithm_name="random actions (tests)", author="tests",
                                        description="a hand-made stand-in for Farama's data")
-    env.close()
 
 
 @pytest.fixture
