@@ -27,8 +27,10 @@ def small_config(**overrides) -> sac.SACConfig:
 
 
 def init_state(config: sac.SACConfig, seed: int = 0) -> sac.SACState:
-    return sac.init(config, jax.random.PRNGKey(seed), SPACES,
-                    DatasetStats.identity(SPACES.observation_dim), 100)
+    # Compiled: op by op, initialising networks and optimisers takes seconds on CPU.
+    return jax.jit(lambda key: sac.init(config, key, SPACES,
+                                        DatasetStats.identity(SPACES.observation_dim), 100))(
+        jax.random.PRNGKey(seed))
 
 
 def random_batch(seed: int, size: int = 64) -> Batch:
@@ -93,27 +95,32 @@ def test_update_losses_match_numpy(backup_entropy):
     state, batch, key = init_state(config), random_batch(1), jax.random.PRNGKey(7)
     new_state, metrics = jax.jit(lambda s, b, k: sac.update(config, s, b, k))(state, batch, key)
 
-    next_key, actor_key = jax.random.split(key)
-    mean, raw_log_std = state.actor.apply_fn(state.actor.params, batch.next_observations)
-    log_std = sac.squash_log_std(raw_log_std, config.log_std_min, config.log_std_max)
-    next_actions, next_log_probs = tanh_gaussian_sample(mean, log_std, next_key)
-    next_q = np.asarray(state.critic.apply_fn(state.target_critic_params,
-                                              batch.next_observations, next_actions)).min(0)
-    if backup_entropy:
-        next_q = next_q - 0.5 * np.asarray(next_log_probs)
+    @jax.jit
+    def network_outputs(state, new_state, batch, key):
+        """The networks' outputs the losses are made of (the same samples as update's)."""
+        next_key, actor_key = jax.random.split(key)
+        mean, raw_log_std = state.actor.apply_fn(state.actor.params, batch.next_observations)
+        log_std = sac.squash_log_std(raw_log_std, config.log_std_min, config.log_std_max)
+        next_actions, next_log_probs = tanh_gaussian_sample(mean, log_std, next_key)
+        next_q = state.critic.apply_fn(state.target_critic_params, batch.next_observations,
+                                       next_actions)
+        q = state.critic.apply_fn(state.critic.params, batch.observations, batch.actions)
+        mean, raw_log_std = state.actor.apply_fn(state.actor.params, batch.observations)
+        log_std = sac.squash_log_std(raw_log_std, config.log_std_min, config.log_std_max)
+        actions, log_probs = tanh_gaussian_sample(mean, log_std, actor_key)
+        q_new = new_state.critic.apply_fn(new_state.critic.params, batch.observations, actions)
+        return next_q, next_log_probs, q, q_new, log_probs
+
+    next_q, next_log_probs, q, q_new, log_probs = (
+        np.asarray(x) for x in network_outputs(state, new_state, batch, key))
+    next_v = next_q.min(0) - (0.5 * next_log_probs if backup_entropy else 0.0)
     rewards, terminals = np.asarray(batch.rewards), np.asarray(batch.terminals)
-    target = rewards + 0.99 * (1.0 - terminals) * next_q
-    q = np.asarray(state.critic.apply_fn(state.critic.params, batch.observations, batch.actions))
+    target = rewards + 0.99 * (1.0 - terminals) * next_v
     assert q.shape == (2, 64)
     expected_critic = np.sum(np.mean((q - target) ** 2, axis=1))
     assert float(metrics["critic_loss"]) == pytest.approx(expected_critic, rel=1e-4)
-
-    mean, raw_log_std = state.actor.apply_fn(state.actor.params, batch.observations)
-    log_std = sac.squash_log_std(raw_log_std, config.log_std_min, config.log_std_max)
-    actions, log_probs = tanh_gaussian_sample(mean, log_std, actor_key)
-    q_new = np.asarray(new_state.critic.apply_fn(new_state.critic.params, batch.observations,
-                                                 actions)).min(0)
-    expected_actor = np.mean(0.5 * np.asarray(log_probs) - q_new)
+    # The actor loss uses the critics after this step's update.
+    expected_actor = np.mean(0.5 * log_probs - q_new.min(0))
     assert float(metrics["actor_loss"]) == pytest.approx(expected_actor, rel=1e-4, abs=1e-5)
     # Target networks moved by tau towards the updated critics.
     first = jax.tree.leaves(state.target_critic_params)[0]
@@ -127,7 +134,8 @@ def test_hard_log_std_bounds_clip():
     config = small_config(soft_log_std_bounds=False, log_std_min=-0.1, log_std_max=0.1)
     state = init_state(config)
     observations = 50.0 * jax.random.normal(jax.random.PRNGKey(1), (256, 3))
-    _, log_std = sac._policy(config, state, state.actor.params, observations)
+    _, log_std = jax.jit(lambda s, o: sac._policy(config, s, s.actor.params, o))(state,
+                                                                               observations)
     log_std = np.asarray(log_std)
     assert log_std.min() == pytest.approx(-0.1) and log_std.max() == pytest.approx(0.1)
 
@@ -137,17 +145,19 @@ def test_exploration_is_uniform_until_the_first_update():
     state = init_state(config)
     observations = jnp.zeros((4000, 3))
     key = jax.random.PRNGKey(3)
-    before = np.asarray(sac.explore(config, state, observations, key))
+    explore = jax.jit(sac.explore, static_argnums=0)
+    before = np.asarray(explore(config, state, observations, key))
     # Uniform on [-1, 1]: mean 0, variance 1/3, whatever the (constant) observation.
     assert abs(before.mean()) < 0.03 and before.var() == pytest.approx(1 / 3, abs=0.02)
     policy_key, _ = jax.random.split(key)
-    state, _ = sac.update(config, state, random_batch(2), jax.random.PRNGKey(4))
-    after = np.asarray(sac.explore(config, state, observations, key))
-    np.testing.assert_array_equal(after, np.asarray(
-        sac.act(config, state, observations, policy_key, deterministic=False)))
+    state, _ = jax.jit(sac.update, static_argnums=0)(config, state, random_batch(2),
+                                                     jax.random.PRNGKey(4))
+    after = np.asarray(explore(config, state, observations, key))
+    np.testing.assert_array_equal(after, np.asarray(jax.jit(sac.act, static_argnums=(0, 4))(
+        config, state, observations, policy_key, False)))
     # The untrained policy covers a narrow band; without the warm-up it explores with it.
     no_warmup = dataclasses.replace(config, uniform_warmup=False)
-    narrow = np.asarray(sac.explore(no_warmup, init_state(config), observations, key))
+    narrow = np.asarray(explore(no_warmup, init_state(config), observations, key))
     assert narrow.var() < 0.2
 
 
