@@ -43,6 +43,7 @@ BUILTIN_AGENTS: dict[str, str] = {
     "td3_bc": "seqeval.algorithms.td3_bc",
     "iql": "seqeval.algorithms.iql",
     "cql": "seqeval.algorithms.cql",
+    "sac": "seqeval.algorithms.sac",
 }
 
 

@@ -32,6 +32,7 @@ from seqeval.algorithms.nets import (
     tanh_gaussian_sample,
     td_target,
 )
+from seqeval.algorithms.sac import entropy_temperature_loss, sac_actor_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,8 @@ def init(config: CQLConfig, key: jax.Array, spaces: Spaces, stats: DatasetStats,
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses (pure functions of arrays; tests check them against numpy).
+# Losses (pure functions of arrays; tests check them against numpy). The actor and temperature
+# losses are SAC's: seqeval.algorithms.sac.
 
 
 def cql_penalty(q_data: jax.Array, q_random: jax.Array, q_current: jax.Array,
@@ -129,17 +131,6 @@ def cql_penalty(q_data: jax.Array, q_random: jax.Array, q_current: jax.Array,
     all_q = jnp.concatenate(candidates, axis=-1)
     logsumexp = temperature * jax.scipy.special.logsumexp(all_q / temperature, axis=-1)
     return jnp.mean(logsumexp - q_data, axis=-1)
-
-
-def sac_actor_loss(log_probs: jax.Array, q: jax.Array, alpha: jax.Array) -> jax.Array:
-    """E[alpha log pi(a|s) - Q(s, a)], a ~ pi(.|s) reparameterised."""
-    return jnp.mean(alpha * log_probs - q)
-
-
-def entropy_temperature_loss(log_alpha: jax.Array, log_probs: jax.Array,
-                             target_entropy: float) -> jax.Array:
-    """SAC's automatic tuning: -log_alpha * E[log pi + target_entropy] (pi held fixed)."""
-    return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """SAC builder costs: compiled updates/s, environment steps/s, and per-dataset build times.
 
-    .venv/bin/python benchmarks/bench_sac.py [--updates 2000] [--build-pendulum]
+    .venv/bin/python benchmarks/bench_sac.py [--updates 3000] [--rounds 5] [--baseline REV]
+                                             [--envs pendulum hopper] [--build-pendulum]
 
 Updates/s: one jitted program runs a chunk of gradient steps (lax.scan) on a filled device
-buffer, timed after compilation. Env steps/s: Python stepping of `num_envs` environments side by
-side with one batched jitted policy call per step (what collection costs). With
+buffer, timed after compilation. With --baseline REV, the builder trainer of that git revision
+(its envs/sac.py) is timed too, interleaved with the current one chunk by chunk in this one
+process (the order alternating every round), so both see the same machine load; the median
+of the per-round ratios is the speed-up. Env steps/s: Python stepping of `num_envs`
+environments side by side with one batched jitted exploration call per step (what collection
+costs). With
 --build-pendulum the whole Pendulum suite is built into a temporary Minari store and each
 dataset's card times are printed.
 """
@@ -12,10 +17,16 @@ dataset's card times are printed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,52 +34,97 @@ import numpy as np
 
 from seqeval.envs.registry import RECIPES
 from seqeval.envs.rollout import EnvPool
-from seqeval.envs.sac import SAC, empty_buffer
+from seqeval.envs.sac import empty_buffer, shared_learner
+
+REPO = Path(__file__).resolve().parent.parent
+CAPACITY = 100_000
 
 
-def updates_per_second(env: str, updates: int, chunk: int = 1000) -> tuple[float, float]:
-    """(compile seconds, gradient steps per second) for the recipe's network sizes."""
-    recipe = RECIPES[env]
-    pool = EnvPool(recipe.gym_id, 1, 0)
-    agent = SAC(recipe.sac, pool.observation_dim, pool.action_dim)
-    pool.close()
-    state = agent.init(jax.random.PRNGKey(0))
-    capacity = 100_000
-    buffer = empty_buffer(capacity, agent.observation_dim, agent.action_dim)
+def _filled(buffer):
+    """The buffer's columns replaced by the same random rows for every trainer."""
     rng = np.random.default_rng(0)
-    buffer = buffer._replace(
-        observations=jnp.asarray(rng.normal(size=buffer.observations.shape), jnp.float32),
-        actions=jnp.asarray(rng.uniform(-1, 1, size=buffer.actions.shape), jnp.float32),
-        rewards=jnp.asarray(rng.normal(size=buffer.rewards.shape), jnp.float32),
-        next_observations=jnp.asarray(rng.normal(size=buffer.observations.shape), jnp.float32),
-    )
-    size = jnp.int32(capacity)
-    start = time.perf_counter()
-    state, metrics = agent.update_chunk(state, buffer, size, chunk)
-    jax.block_until_ready(metrics)
-    compile_seconds = time.perf_counter() - start
-    rounds = max(1, updates // chunk)
-    start = time.perf_counter()
-    for _ in range(rounds):
-        state, metrics = agent.update_chunk(state, buffer, size, chunk)
-    jax.block_until_ready(metrics)
-    return compile_seconds, rounds * chunk / (time.perf_counter() - start)
+    return buffer._replace(**{
+        name: jnp.asarray(rng.normal(size=column.shape) if name != "actions"
+                          else rng.uniform(-1, 1, size=column.shape), jnp.float32)
+        for name, column in buffer._asdict().items() if name != "terminals"})
+
+
+def _dims(env: str) -> tuple[int, int]:
+    pool = EnvPool(RECIPES[env].gym_id, 1, 0)
+    dims = pool.observation_dim, pool.action_dim
+    pool.close()
+    return dims
+
+
+def current_trainer(env: str, chunk: int) -> Callable[[], None]:
+    """One call = one compiled chunk of `chunk` updates of the current builder (the agent's
+    update in the replay loop)."""
+    recipe = RECIPES[env]
+    observation_dim, action_dim = _dims(env)
+    learner = shared_learner(recipe.sac, observation_dim, action_dim, recipe.budget.batch_size)
+    buffer = _filled(empty_buffer(CAPACITY, observation_dim, action_dim))
+    carry = [learner.init(jax.random.PRNGKey(0))]
+
+    def run() -> None:
+        carry[0], metrics = learner.update_chunk(carry[0], buffer, jnp.int32(CAPACITY), chunk)
+        jax.block_until_ready(metrics)
+
+    return run
+
+
+def baseline_trainer(env: str, chunk: int, revision: str) -> Callable[[], None]:
+    """The same for the builder trainer of git `revision` (its own SAC implementation)."""
+    source = subprocess.check_output(["git", "show", f"{revision}:envs/sac.py"], cwd=REPO,
+                                     text=True)
+    name = f"bench_sac_baseline_{revision.replace('/', '_')}"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    sys.modules[name] = module
+    exec(compile(source, f"{revision}:envs/sac.py", "exec"), module.__dict__)
+    recipe = RECIPES[env]
+    observation_dim, action_dim = _dims(env)
+    config = module.SACConfig(hidden_dims=recipe.sac.actor_hidden_dims,
+                              batch_size=recipe.budget.batch_size)
+    agent = module.SAC(config, observation_dim, action_dim)
+    buffer = _filled(module.empty_buffer(CAPACITY, observation_dim, action_dim))
+    state = [agent.init(jax.random.PRNGKey(0))]
+
+    def run() -> None:
+        state[0], metrics = agent.update_chunk(state[0], buffer, jnp.int32(CAPACITY), chunk)
+        jax.block_until_ready(metrics)
+
+    return run
+
+
+def updates_per_second(trainers: dict[str, Callable[[], None]], chunk: int,
+                       rounds: int) -> dict[str, list[float]]:
+    """Updates/s of each trainer per round, chunks interleaved (first call compiles)."""
+    for run in trainers.values():
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in trainers}
+    names = list(trainers)
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            trainers[name]()
+            rates[name].append(chunk / (time.perf_counter() - start))
+    return rates
 
 
 def env_steps_per_second(env: str, steps: int, num_envs: int) -> float:
-    """Environment transitions per second with a batched jitted policy call per step."""
+    """Environment transitions per second with a batched jitted exploration call per step."""
     recipe = RECIPES[env]
     pool = EnvPool(recipe.gym_id, num_envs, 0)
-    agent = SAC(recipe.sac, pool.observation_dim, pool.action_dim)
-    actor = agent.init_actor(jax.random.PRNGKey(0))
+    learner = shared_learner(recipe.sac, pool.observation_dim, pool.action_dim,
+                             recipe.budget.batch_size)
+    state = learner.init(jax.random.PRNGKey(0))["agent"]
     observations = pool.reset()
     key = jax.random.PRNGKey(1)
-    agent.policy(actor, jnp.asarray(observations), key, False).block_until_ready()
+    learner.explore(state, jnp.asarray(observations), key).block_until_ready()
     start = time.perf_counter()
     rounds = max(1, steps // num_envs)
     for step in range(rounds):
-        actions = np.asarray(agent.policy(actor, jnp.asarray(observations),
-                                          jax.random.fold_in(key, step), False))
+        actions = np.asarray(learner.explore(state, jnp.asarray(observations),
+                                             jax.random.fold_in(key, step)))
         observations, _, _ = pool.step(actions)
     seconds = time.perf_counter() - start
     pool.close()
@@ -92,17 +148,35 @@ def build_pendulum() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=3000)
+    parser.add_argument("--updates", type=int, default=3000, help="updates per timed chunk")
+    parser.add_argument("--rounds", type=int, default=5, help="timed chunks per trainer")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also time the builder trainer of this git revision, interleaved")
+    parser.add_argument("--envs", nargs="+", default=["pendulum", "hopper"])
     parser.add_argument("--env-steps", type=int, default=20_000)
     parser.add_argument("--build-pendulum", action="store_true")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"jax {jax.__version__} on {jax.default_backend()}")
-    for env in ("pendulum", "hopper"):
+    for env in args.envs:
         recipe = RECIPES[env]
-        compile_seconds, rate = updates_per_second(env, args.updates)
-        print(f"{env:9s} SAC {'x'.join(map(str, recipe.sac.hidden_dims))} batch "
-              f"{recipe.sac.batch_size}: {rate:8.0f} updates/s (compile {compile_seconds:.1f} s)")
+        trainers = {"current": current_trainer(env, args.updates)}
+        if args.baseline:
+            trainers[args.baseline] = baseline_trainer(env, args.updates, args.baseline)
+        rates = updates_per_second(trainers, args.updates, args.rounds)
+        sizes = "x".join(map(str, recipe.sac.actor_hidden_dims))
+        for name, values in rates.items():
+            print(f"{env:9s} SAC {sizes} batch {recipe.budget.batch_size} {name:>10s}: "
+                  f"{statistics.median(values):8.0f} updates/s (median of {len(values)}: "
+                  f"{', '.join(f'{v:.0f}' for v in values)})")
+        if args.baseline:
+            # Each round times both back to back, so the ratio within a round is the least
+            # disturbed by a changing machine load; its median is the speed-up.
+            current, baseline = rates["current"], rates[args.baseline]
+            ratios = [a / b for a, b in zip(current, baseline, strict=True)]
+            print(f"{env:9s} current / {args.baseline}: median of per-round ratios "
+                  f"{statistics.median(ratios):.3f} (ratio of medians "
+                  f"{statistics.median(current) / statistics.median(baseline):.3f})")
         for num_envs in (1, recipe.budget.num_envs, recipe.collect_envs):
             rate = env_steps_per_second(env, args.env_steps, num_envs)
             print(f"{env:9s} env steps/s with {num_envs:2d} envs side by side: {rate:8.0f}")

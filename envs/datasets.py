@@ -13,7 +13,11 @@ policy over `reference_episodes` (100) fresh episodes, so `minari.get_normalized
 
 Everything expensive is cached under `<minari root>/.seqeval_builds/<env>-seed<S>-steps<N>/`
 (a hidden directory, which Minari's listing skips): the SAC checkpoints (an interrupted build
-resumes from the last one), reference scores, the medium choice and each collection.
+resumes from the last one and continues exactly as an uninterrupted build), reference scores,
+the medium choice and each collection. Each dataset is written under
+`.seqeval_builds/staging/` and renamed into place when complete, so a killed build never leaves
+a half-written dataset in the store; a dataset that is there anyway but incomplete (files
+missing, unreadable, or of other sizes than its card records) is rebuilt, with a note saying so.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -52,8 +57,11 @@ from seqeval.envs.rollout import (
 )
 from seqeval.envs.sac import SACTrainer, policy_fn
 from seqeval.errors import UserError
+from seqeval.fileio import write_json_atomic
+from seqeval.scores import normalized_score
 
 CARD_NAME = "card.json"
+AUTHOR = "seqeval dataset builder"
 PACKAGES = ("seqeval", "jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "minari",
             "h5py")
 # Collections get their own seed streams, apart from the training environments'.
@@ -71,10 +79,6 @@ def dataset_dir(dataset_id: str) -> Path:
     return minari_root() / dataset_id
 
 
-def dataset_exists(dataset_id: str) -> bool:
-    return (dataset_dir(dataset_id) / "data" / "metadata.json").exists()
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -89,10 +93,112 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+def _note(message: str) -> None:
+    print(f"seqeval: note: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets written whole: staged, then renamed into place; checked before being kept.
+
+
+FOREIGN = "not built by seqeval"
+
+
+def dataset_files(root: Path) -> dict[str, int]:
+    """Size in bytes of every file of a dataset's `data/` directory, by relative path."""
+    return {str(path.relative_to(root)): path.stat().st_size
+            for path in sorted((root / "data").rglob("*")) if path.is_file()}
+
+
+def dataset_problem(dataset_id: str) -> str | None:
+    """None when a local dataset is complete (its card is readable, every file it lists is
+    there with the recorded size, Minari's metadata and hdf5 file open and agree with the
+    card); FOREIGN for a dataset seqeval did not build; else what is wrong."""
+    import h5py
+
+    root = dataset_dir(dataset_id)
+    try:
+        metadata = json.loads((root / "data" / "metadata.json").read_text())
+    except (OSError, ValueError):
+        metadata = None
+    try:
+        card = _read_json(root / CARD_NAME)
+    except (OSError, ValueError):
+        return f"{CARD_NAME} is unreadable"
+    if card is None:
+        if metadata is not None and metadata.get("author") and AUTHOR not in metadata["author"]:
+            return FOREIGN
+        return f"it has no {CARD_NAME} (an interrupted write)"
+    if metadata is None:
+        return "data/metadata.json is missing or unreadable"
+    for name, size in card.get("files", {}).items():
+        path = root / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, the card says {size}"
+    if (metadata.get("total_steps"), metadata.get("total_episodes")) != (
+            card.get("transitions"), card.get("episodes")):
+        return "its metadata and card count different transitions or episodes"
+    data_file = root / "data" / "main_data.hdf5"
+    if data_file.exists():
+        try:
+            with h5py.File(data_file, "r") as handle:
+                episodes = len(handle)
+        except OSError:
+            return "data/main_data.hdf5 is unreadable"
+        if episodes != card.get("episodes"):
+            return (f"data/main_data.hdf5 holds {episodes} episodes, the card says "
+                    f"{card['episodes']}")
+    return None
+
+
+def _staging_root() -> Path:
+    return minari_root() / ".seqeval_builds" / "staging"
+
+
+def _remove_dead_staging() -> None:
+    """Delete what killed builds left in the staging directory (named by their process id)."""
+    root = _staging_root()
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        try:
+            pid = int(entry.name.split(".")[1])
+            os.kill(pid, 0)
+            continue  # a live build's
+        except (IndexError, ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def install_dataset(staging: Path, dataset_id: str) -> None:
+    """Move a completely written dataset from `staging` into the store (replacing any
+    dataset already there only once the new one is complete)."""
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    _fsync_tree(staging)
+    final = dataset_dir(dataset_id)
+    namespace = dataset_id.rpartition("/")[0]
+    if namespace and namespace not in list_local_namespaces():
+        create_namespace(namespace)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        replaced = staging.with_name(staging.name + ".replaced")
+        os.rename(final, replaced)
+        os.rename(staging, final)
+        shutil.rmtree(replaced)
+    else:
+        os.rename(staging, final)
 
 
 def natural_returns(episodes: list[Episode], max_episode_steps: int | None) -> np.ndarray:
@@ -140,12 +246,12 @@ class SuiteBuilder:
         return self.trainer.train()
 
     def _policy(self, quality: str, seed: int, deterministic: bool = False):
-        trainer = self.trainer
+        learner = self.trainer.learner
         if quality == "random":
-            actor = trainer.agent.init_actor(jax.random.PRNGKey(self.seed + 10_007))
+            actor = learner.init(jax.random.PRNGKey(self.seed + 10_007))["agent"].actor.params
         else:
-            actor = trainer.load_actor(self.behaviour_snapshot(quality))
-        return policy_fn(trainer.agent, actor, seed, deterministic)
+            actor = self.trainer.load_actor(self.behaviour_snapshot(quality))
+        return policy_fn(learner, actor, seed, deterministic)
 
     def behaviour_snapshot(self, quality: str) -> int:
         if quality == "expert":
@@ -158,8 +264,18 @@ class SuiteBuilder:
         """Mean returns of the random and the expert policy over `reference_episodes` each."""
         path = self.work_dir / "reference_scores.json"
         cached = _read_json(path)
-        if cached is not None:
-            return cached
+        if cached is None:
+            cached = self._measure_reference_scores()
+            write_json_atomic(path, cached)
+        if not cached["ref_max_score"] > cached["ref_min_score"]:
+            raise UserError(
+                f"the SAC expert on {self.recipe.gym_id} (mean return "
+                f"{cached['ref_max_score']:.1f}) does not beat the random policy "
+                f"({cached['ref_min_score']:.1f}), so normalized scores would mean nothing; "
+                f"train longer (--sac-steps above {self.budget.env_steps})")
+        return cached
+
+    def _measure_reference_scores(self) -> dict:
         episodes = self.recipe.reference_episodes
         scores = {}
         for quality in ("random", "expert"):
@@ -168,15 +284,12 @@ class SuiteBuilder:
                                       episodes, seed)
             scores[quality] = {"mean": float(returns.mean()), "std": float(returns.std()),
                                "episodes": int(returns.size)}
-        result = {"ref_min_score": scores["random"]["mean"],
-                  "ref_max_score": scores["expert"]["mean"], "detail": scores}
-        _write_json(path, result)
-        return result
+        return {"ref_min_score": scores["random"]["mean"],
+                "ref_max_score": scores["expert"]["mean"], "detail": scores}
 
     def normalize(self, returns: np.ndarray | float) -> np.ndarray:
         refs = self.reference_scores()
-        span = refs["ref_max_score"] - refs["ref_min_score"]
-        return 100.0 * (np.asarray(returns) - refs["ref_min_score"]) / span
+        return normalized_score(returns, refs["ref_min_score"], refs["ref_max_score"])
 
     def medium_choice(self) -> dict:
         """The snapshot whose normalized score is nearest a third of the expert's.
@@ -198,13 +311,13 @@ class SuiteBuilder:
         for checkpoint in scored:
             seed = self.seed * 1000 + 500 + checkpoint["index"]
             actor = self.trainer.load_actor(checkpoint["index"])
-            returns = rollout_returns(policy_fn(self.trainer.agent, actor, seed, False),
+            returns = rollout_returns(policy_fn(self.trainer.learner, actor, seed, False),
                                       self.recipe.gym_id, 30, seed)
             candidates.append({**checkpoint, "rescored_return_mean": float(returns.mean()),
                                "rescored_normalized": float(self.normalize(returns.mean()))})
         best = min(candidates, key=lambda c: abs(c["rescored_normalized"] - MEDIUM_TARGET_SCORE))
         result = {**best, "target_normalized": MEDIUM_TARGET_SCORE, "candidates": candidates}
-        _write_json(path, result)
+        write_json_atomic(path, result)
         return result
 
     def collection(self, quality: str) -> tuple[list[Episode], float, int]:
@@ -222,7 +335,7 @@ class SuiteBuilder:
                                         on_progress=bar.update)
         seconds = time.perf_counter() - start
         save_episodes(path, episodes)
-        _write_json(meta_path, {"seconds": seconds, "seed": seed})
+        write_json_atomic(meta_path, {"seconds": seconds, "seed": seed})
         return episodes, seconds, seed
 
     # -- datasets -----------------------------------------------------------------------------
@@ -261,9 +374,11 @@ class SuiteBuilder:
                 "gradient_steps": checkpoint["gradient_steps"]}
 
     def write_dataset(self, quality: str, train_seconds: float) -> dict:
-        """Write one Minari dataset and its card; returns the card."""
+        """Write one Minari dataset and its card (staged, then renamed into place); returns
+        the card."""
         import minari
         from minari.data_collector import EpisodeBuffer
+        from minari.dataset.minari_storage import MinariStorage
 
         dataset_id = self.recipe.dataset_id(quality)
         episodes, collect_seconds, provenance = self.episodes_for(quality)
@@ -285,21 +400,28 @@ class SuiteBuilder:
             for number, e in enumerate(episodes)
         ]
         write_start = time.perf_counter()
-        with warnings.catch_warnings():
-            # Minari asks for an e-mail address and a code permalink; a local build has neither.
-            warnings.filterwarnings("ignore", message=".*(author_email|code_permalink).*")
-            minari.create_dataset_from_buffers(
-                dataset_id=dataset_id,
-                buffer=buffers,
-                env=self.recipe.gym_id,
-                eval_env=self.recipe.gym_id,
-                algorithm_name="SAC (seqeval, JAX)",
-                author="seqeval dataset builder",
-                ref_min_score=refs["ref_min_score"],
-                ref_max_score=refs["ref_max_score"],
-                num_episodes_average_score=self.recipe.reference_episodes,
-                description=description,
-            )
+        staging = _staging_root() / f"{dataset_id.replace('/', '__')}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "data").mkdir(parents=True)
+        gym_spec = gym.spec(self.recipe.gym_id)
+        env = gym.make(gym_spec)
+        # Minari's create_dataset_from_buffers writes straight into the store; its storage
+        # class writes anywhere, so the dataset is written whole before it appears there.
+        storage = MinariStorage.new(staging / "data", observation_space=env.observation_space,
+                                    action_space=env.action_space, env_spec=gym_spec)
+        env.close()
+        storage.update_metadata({
+            "dataset_id": dataset_id,
+            "author": {AUTHOR},
+            "algorithm_name": "SAC (seqeval, JAX)",
+            "description": description,
+            "minari_version": minari.__version__,
+            "eval_env_spec": gym_spec.to_json(),
+            "ref_min_score": refs["ref_min_score"],
+            "ref_max_score": refs["ref_max_score"],
+            "num_episodes_average_score": self.recipe.reference_episodes,
+        })
+        storage.update_episodes(buffers)
         write_seconds = time.perf_counter() - write_start
         card = {
             "dataset_id": dataset_id,
@@ -315,6 +437,7 @@ class SuiteBuilder:
             "ref_min_score": refs["ref_min_score"],
             "ref_max_score": refs["ref_max_score"],
             "reference_episodes": self.recipe.reference_episodes,
+            "reference_returns": refs["detail"],  # mean, std, episodes of random and expert
             "behaviour": provenance,
             "seeds": {"sac": self.seed, **({"collection": provenance["collection_seed"]}
                                            if "collection_seed" in provenance else {})},
@@ -325,23 +448,38 @@ class SuiteBuilder:
             "sac_budget": dataclasses.asdict(self.budget),
             "packages": package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": dataset_files(staging),  # checked before a later build keeps the dataset
         }
-        _write_json(dataset_dir(dataset_id) / CARD_NAME, card)
+        write_json_atomic(staging / CARD_NAME, card)
+        install_dataset(staging, dataset_id)
         return card
 
+    def _needs_building(self, quality: str, force: bool) -> bool:
+        dataset_id = self.recipe.dataset_id(quality)
+        if force or not dataset_dir(dataset_id).exists():
+            return True
+        problem = dataset_problem(dataset_id)
+        if problem is None:
+            return False
+        if problem == FOREIGN:
+            _note(f"kept {dataset_id}: it was not built by seqeval (no {CARD_NAME}); "
+                  "--force replaces it")
+            return False
+        _note(f"rebuilding {dataset_id}: {problem}")
+        return True
+
     def build(self, qualities: tuple[str, ...], force: bool = False) -> list[str]:
-        """Build the datasets in `qualities` that are missing (all of them with `force`)."""
+        """Build the datasets in `qualities` that are missing or incomplete (all of them with
+        `force`)."""
         ids = [self.recipe.dataset_id(q) for q in qualities]
-        todo = [q for q in qualities if force or not dataset_exists(self.recipe.dataset_id(q))]
+        todo = [q for q in qualities if self._needs_building(q, force)]
         if not todo:
             return ids
+        _remove_dead_staging()
         progress = self.train()
         train_seconds = float(progress.get("train_seconds", 0.0))
         for quality in todo:
             dataset_id = self.recipe.dataset_id(quality)
-            if dataset_dir(dataset_id).exists():
-                # A forced rebuild, or a dataset left half-written by an interrupted build.
-                shutil.rmtree(dataset_dir(dataset_id))
             card = self.write_dataset(quality, train_seconds)
             if self.progress:
                 tqdm.write(f"wrote {dataset_id}: {card['transitions']} transitions, "

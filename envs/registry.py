@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from seqeval.envs.sac import SACConfig, TrainBudget
+from seqeval.algorithms.sac import SACConfig
+from seqeval.envs.sac import TrainBudget
 from seqeval.errors import UserError
 
 QUALITIES: tuple[str, ...] = ("random", "medium", "expert", "medium-replay", "medium-expert")
@@ -25,7 +26,7 @@ class EnvRecipe:
     name: str  # command-line name, e.g. "hopper"
     gym_id: str  # e.g. "Hopper-v5"
     namespace: str  # dataset id prefix, e.g. "mujoco/hopper"
-    sac: SACConfig
+    sac: SACConfig  # the behaviour policies' SAC agent (seqeval.algorithms.sac)
     budget: TrainBudget
     transitions: int  # per dataset (medium-expert has twice this); D4RL used 1M
     collect_envs: int = 10  # environments side by side while collecting a dataset
@@ -40,7 +41,7 @@ def _mujoco(name: str, gym_id: str) -> EnvRecipe:
         name=name,
         gym_id=gym_id,
         namespace=f"mujoco/{name}",
-        sac=SACConfig(hidden_dims=(256, 256)),
+        sac=SACConfig(actor_hidden_dims=(256, 256), critic_hidden_dims=(256, 256)),
         budget=TrainBudget(env_steps=1_000_000, num_envs=4, chunk_env_steps=1000,
                            learning_starts=10_000, checkpoint_every=20_000,
                            snapshot_eval_episodes=10),
@@ -54,7 +55,7 @@ RECIPES: dict[str, EnvRecipe] = {
         name="pendulum",
         gym_id="Pendulum-v1",
         namespace="pendulum",
-        sac=SACConfig(hidden_dims=(64, 64)),
+        sac=SACConfig(actor_hidden_dims=(64, 64), critic_hidden_dims=(64, 64)),
         budget=TrainBudget(env_steps=15_000, num_envs=4, chunk_env_steps=500,
                            learning_starts=1000, checkpoint_every=500,
                            snapshot_eval_episodes=10),

@@ -1,20 +1,147 @@
-"""Stepping several Gymnasium environments side by side and recording whole episodes.
+"""Stepping Gymnasium environments side by side: the one loop behind evaluation
+(seqeval.evaluate), online collection (seqeval.online) and the dataset builder.
 
-Policies act in [-1, 1] on every axis; `EnvPool` rescales to the environment's bounds. Every
-episode is reset with its own seed, derived from (pool seed, environment index, episode index),
-so a collection is reproducible and each recorded episode carries the seed that starts it.
+Policies act in [-1, 1] on every axis; `to_env_actions` rescales to an environment's bounds and
+`to_unit_actions` back. `EnvGroup` steps several environments with one batch of actions (one
+batched, jitted policy call per step: a call per environment would cost ~0.1 ms each);
+`run_episodes` runs one whole episode in each of them (evaluation); `EnvPool` keeps them running,
+records whole episodes and resets each with its own seed, derived from (pool seed, environment
+index, episode index), so a collection is reproducible, each recorded episode carries the seed
+that starts it, and a pool can be restored mid-episode by replaying the recorded actions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from seqeval.fileio import write_npz_atomic
+
+# ---------------------------------------------------------------------------------------------
+# Actions: [-1, 1] <-> the environment's bounds
+
+
+def to_env_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Actions in [-1, 1] (clipped there first) mapped linearly onto [low, high], float32."""
+    low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+    unit = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
+    return (low + (unit + 1.0) * 0.5 * (high - low)).astype(np.float32)
+
+
+def to_unit_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Actions in [low, high] mapped linearly onto [-1, 1] (and clipped there), float32."""
+    scaled = 2.0 * (np.asarray(actions) - low) / (high - low) - 1.0
+    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stepping loop
+
+
+@dataclasses.dataclass
+class Transitions:
+    """What one step of an `EnvGroup` did, one row per environment (zeros where not stepped)."""
+
+    observations: np.ndarray  # (n, observation_dim) float64: where each environment acted
+    actions: np.ndarray  # (n, action_dim) float32 in [-1, 1], as taken (clipped)
+    env_actions: np.ndarray  # (n, action_dim) float32, the same in the environment's bounds
+    rewards: np.ndarray  # (n,) float64
+    next_observations: np.ndarray  # (n, observation_dim) float64, before any reset
+    terminated: np.ndarray  # (n,) bool
+    truncated: np.ndarray  # (n,) bool
+
+    @property
+    def ended(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+class EnvGroup:
+    """Environments stepped in lockstep with one batch of actions in [-1, 1].
+
+    The group keeps each environment's current observation and the return of its episode so
+    far; it never resets an environment by itself (callers decide how: seeded or not).
+    """
+
+    def __init__(self, envs: Sequence[Any], action_low: np.ndarray | None = None,
+                 action_high: np.ndarray | None = None):
+        self.envs = list(envs)
+        space = self.envs[0].action_space
+        self.action_low = np.asarray(space.low if action_low is None else action_low,
+                                     np.float32).reshape(-1)
+        self.action_high = np.asarray(space.high if action_high is None else action_high,
+                                      np.float32).reshape(-1)
+        self.observation_dim = int(np.prod(self.envs[0].observation_space.shape))
+        self.action_dim = int(np.prod(space.shape))
+        self.observations = np.zeros((len(self.envs), self.observation_dim))
+        self.returns = np.zeros(len(self.envs))  # undiscounted, of each current episode
+        self.env_steps = 0  # environment steps taken, for throughput reports
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.envs)
+
+    def reset(self, index: int, seed: int | None = None) -> np.ndarray:
+        """Start a new episode in environment `index` (seeded, or continuing its generator)."""
+        observation, _ = self.envs[index].reset(seed=seed)
+        self.observations[index] = observation
+        self.returns[index] = 0.0
+        return observation
+
+    def policy_input(self) -> np.ndarray:
+        """The current observations, float32, one row per environment."""
+        return self.observations.astype(np.float32)
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> Transitions:
+        """Step the `active` environments (all by default) with `actions` in [-1, 1]."""
+        unit = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
+        env_actions = to_env_actions(unit, self.action_low, self.action_high)
+        previous = self.observations.copy()
+        rewards = np.zeros(self.num_envs)
+        terminated = np.zeros(self.num_envs, bool)
+        truncated = np.zeros(self.num_envs, bool)
+        indices = range(self.num_envs) if active is None else np.flatnonzero(active)
+        for index in indices:
+            observation, reward, terminated[index], truncated[index], _ = self.envs[index].step(
+                env_actions[index])
+            self.observations[index] = observation
+            rewards[index] = reward
+        self.returns += rewards
+        self.env_steps += len(indices)
+        return Transitions(previous, unit, env_actions, rewards, self.observations.copy(),
+                           terminated, truncated)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def run_episodes(group: EnvGroup, policy: Callable[[np.ndarray], np.ndarray],
+                 seeds: Sequence[int]) -> np.ndarray:
+    """Undiscounted returns of one whole episode in each of the first `len(seeds)`
+    environments, each reset with its seed.
+
+    `policy(observations[n, obs] float32) -> actions[n, act]` in [-1, 1] is called on all n
+    environments every step (one batch shape, so a jitted policy compiles once); those whose
+    episode ended keep their last observation and are no longer stepped. Taking one whole
+    episode per environment does not under-count long episodes (the first episodes to finish
+    would favour short ones, i.e. early falls).
+    """
+    for index, seed in enumerate(seeds):
+        group.reset(index, seed)
+    active = np.arange(group.num_envs) < len(seeds)
+    while active.any():
+        active &= ~group.step(policy(group.policy_input()), active).ended
+    return group.returns[:len(seeds)].copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole episodes, as Minari stores them (the dataset builder)
 
 
 @dataclasses.dataclass
@@ -52,48 +179,43 @@ def episode_seed(pool_seed: int, env_index: int, episode_index: int) -> int:
 
 
 class EnvPool:
-    """`num_envs` copies of one environment stepped in lockstep, resetting each when it ends."""
+    """`num_envs` copies of one environment stepped in lockstep, resetting each when it ends
+    and recording every episode."""
 
     def __init__(self, env_id: str, num_envs: int, seed: int):
         self.env_id = env_id
         self.seed = int(seed)
-        self.envs = [gym.make(env_id) for _ in range(num_envs)]
-        space = self.envs[0].action_space
-        self.action_low = np.asarray(space.low, np.float64)
-        self.action_high = np.asarray(space.high, np.float64)
-        self.action_dtype = space.dtype
-        self.observation_dtype = self.envs[0].observation_space.dtype
-        self.observation_dim = int(np.prod(self.envs[0].observation_space.shape))
-        self.action_dim = int(np.prod(space.shape))
-        self._episode_counts = [0] * num_envs
+        self.group = EnvGroup([gym.make(env_id) for _ in range(num_envs)])
+        self.action_dtype = self.group.envs[0].action_space.dtype
+        self.observation_dtype = self.group.envs[0].observation_space.dtype
+        self.observation_dim = self.group.observation_dim
+        self.action_dim = self.group.action_dim
+        self.episode_counts = [0] * num_envs  # episodes started in each environment
         self._recent_returns: deque[float] = deque(maxlen=20)
-        self._open: list[dict] = []
-        self._observations = np.zeros((num_envs, self.observation_dim))
+        self._open: list[dict] = [{} for _ in range(num_envs)]
 
     @property
     def num_envs(self) -> int:
-        return len(self.envs)
+        return self.group.num_envs
 
     def _reset_env(self, index: int) -> None:
-        seed = episode_seed(self.seed, index, self._episode_counts[index])
-        self._episode_counts[index] += 1
-        observation, _ = self.envs[index].reset(seed=seed)
-        self._observations[index] = observation
+        seed = episode_seed(self.seed, index, self.episode_counts[index])
+        self.episode_counts[index] += 1
+        observation = self.group.reset(index, seed)
         self._open[index] = {"seed": seed, "observations": [observation], "actions": [],
                              "rewards": [], "terminations": [], "truncations": []}
 
     def reset(self) -> np.ndarray:
         """Start a fresh episode in every environment; returns float32 observations."""
-        self._open = [{} for _ in self.envs]
         for index in range(self.num_envs):
             self._reset_env(index)
-        return self._observations.astype(np.float32)
+        return self.group.policy_input()
 
     def _finish(self, record: dict, truncate: bool = False) -> Episode:
         truncations = np.asarray(record["truncations"], bool)
         if truncate:
             truncations[-1] = truncations[-1] or not record["terminations"][-1]
-        episode = Episode(
+        return Episode(
             observations=np.asarray(record["observations"], self.observation_dtype),
             actions=np.asarray(record["actions"], self.action_dtype),
             rewards=np.asarray(record["rewards"], np.float64),
@@ -101,57 +223,97 @@ class EnvPool:
             truncations=truncations,
             seed=record["seed"],
         )
-        return episode
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...],
                                                    list[Episode]]:
         """Step every environment with `actions` in [-1, 1].
 
         Returns the observations to act on next (float32), the transitions just made as
-        (observations, actions in [-1, 1], rewards, next observations, terminals) arrays, and
-        the episodes that ended on this step (environments that ended are reset).
+        (observations, actions in [-1, 1], rewards, next observations, terminals) float32
+        arrays, and the episodes that ended on this step (environments that ended are reset).
         """
-        actions = np.clip(np.asarray(actions, np.float64), -1.0, 1.0)
-        env_actions = self.action_low + 0.5 * (actions + 1.0) * (self.action_high - self.action_low)
-        previous = self._observations.copy()
-        next_observations = np.empty_like(previous)
-        rewards = np.empty(self.num_envs)
-        terminals = np.empty(self.num_envs)
+        step = self.group.step(actions)
         finished: list[Episode] = []
-        for index, env in enumerate(self.envs):
-            env_action = env_actions[index].astype(self.action_dtype)
-            observation, reward, terminated, truncated, _ = env.step(env_action)
+        for index in range(self.num_envs):
             record = self._open[index]
-            record["observations"].append(observation)
-            record["actions"].append(env_action)
-            record["rewards"].append(float(reward))
-            record["terminations"].append(bool(terminated))
-            record["truncations"].append(bool(truncated))
-            next_observations[index] = observation
-            rewards[index] = reward
-            terminals[index] = float(terminated)
-            self._observations[index] = observation
-            if terminated or truncated:
+            record["observations"].append(step.next_observations[index])
+            record["actions"].append(step.env_actions[index])
+            record["rewards"].append(float(step.rewards[index]))
+            record["terminations"].append(bool(step.terminated[index]))
+            record["truncations"].append(bool(step.truncated[index]))
+            if step.ended[index]:
                 episode = self._finish(record)
                 self._recent_returns.append(episode.episode_return)
                 finished.append(episode)
                 self._reset_env(index)
-        transitions = (previous.astype(np.float32), actions.astype(np.float32),
-                       rewards.astype(np.float32), next_observations.astype(np.float32),
-                       terminals.astype(np.float32))
-        return self._observations.astype(np.float32), transitions, finished
+        transitions = (step.observations.astype(np.float32), step.actions,
+                       step.rewards.astype(np.float32),
+                       step.next_observations.astype(np.float32),
+                       step.terminated.astype(np.float32))
+        return self.group.policy_input(), transitions, finished
 
     def open_episodes(self) -> list[Episode]:
         """Copies of the unfinished episodes, ended here as truncated; the pool runs on."""
         return [self._finish(record, truncate=True) for record in self._open
                 if record and record["rewards"]]
 
+    def open_env_indices(self) -> list[int]:
+        """The environment of each of `open_episodes()`, in the same order."""
+        return [index for index, record in enumerate(self._open)
+                if record and record["rewards"]]
+
+    def restore(self, episode_counts: Sequence[int], open_episodes: Sequence[Episode],
+                env_indices: Sequence[int]) -> list[Episode]:
+        """Put the pool back where `episode_counts` and the running episodes were saved
+        (`open_episodes()`, `open_env_indices()`): each environment is reset with the seed of
+        its running episode and the recorded actions are replayed.
+
+        Returns the running episodes that could not be continued because a replay did not
+        reproduce the recorded observations and rewards (an environment that is not
+        deterministic); their environments start new episodes. Empty when the restore is exact.
+        """
+        self.episode_counts = [int(count) for count in episode_counts]
+        running = dict(zip(env_indices, open_episodes, strict=True))
+        lost: list[Episode] = []
+        for index in range(self.num_envs):
+            self.episode_counts[index] -= 1
+            self._reset_env(index)
+            episode = running.get(index)
+            if episode is None:
+                continue
+            if not self._replay(index, episode):
+                lost.append(episode)
+                self._reset_env(index)
+        return lost
+
+    def _replay(self, index: int, episode: Episode) -> bool:
+        """Step environment `index` (just reset) through `episode`'s actions; whether every
+        step reproduced the recording."""
+        record = self._open[index]
+        if record["seed"] != episode.seed or not np.array_equal(
+                np.asarray(record["observations"][0], self.observation_dtype),
+                episode.observations[0]):
+            return False
+        for position, action in enumerate(episode.actions):
+            observation, reward, terminated, truncated, _ = self.group.envs[index].step(action)
+            if (terminated or truncated or float(reward) != float(episode.rewards[position])
+                    or not np.array_equal(np.asarray(observation, self.observation_dtype),
+                                          episode.observations[position + 1])):
+                return False
+            record["observations"].append(observation)
+            record["actions"].append(action)
+            record["rewards"].append(float(reward))
+            record["terminations"].append(False)
+            record["truncations"].append(False)
+            self.group.observations[index] = observation
+            self.group.returns[index] += float(reward)
+        return True
+
     def recent_return(self) -> float:
         return float(np.mean(self._recent_returns)) if self._recent_returns else float("nan")
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        self.group.close()
 
 
 PolicyFn = Callable[[np.ndarray, int], np.ndarray]  # (observations float32, step) -> [-1, 1]
@@ -187,43 +349,23 @@ def collect_episodes(policy: PolicyFn, env_id: str, transitions: int, num_envs: 
 
 def rollout_returns(policy: PolicyFn, env_id: str, episodes: int, seed: int,
                     num_envs: int = 25) -> np.ndarray:
-    """Returns of exactly `episodes` episodes, one per environment in waves of `num_envs`.
+    """Returns of exactly `episodes` episodes: one per environment, in waves of `num_envs`."""
+    group = EnvGroup([gym.make(env_id) for _ in range(min(num_envs, episodes))])
+    steps = 0
 
-    Each environment runs one whole episode per wave, so long episodes are not under-counted
-    (taking the first episodes to finish would favour short ones, i.e. early falls).
-    """
-    num_envs = min(num_envs, episodes)
-    envs = [gym.make(env_id) for _ in range(num_envs)]
-    space = envs[0].action_space
-    low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+    def counted(observations: np.ndarray) -> np.ndarray:
+        nonlocal steps
+        steps += 1
+        return policy(observations, steps - 1)
+
     returns: list[float] = []
-    step = 0
     try:
-        for wave in range(0, episodes, num_envs):
-            count = min(num_envs, episodes - wave)
-            observations = np.zeros((num_envs, int(np.prod(envs[0].observation_space.shape))))
-            for index in range(count):
-                observations[index] = envs[index].reset(
-                    seed=episode_seed(seed, wave + index, 0))[0]
-            done = np.zeros(num_envs, bool)
-            done[count:] = True
-            totals = np.zeros(num_envs)
-            while not done.all():
-                # Always the full batch, so the jitted policy compiles once.
-                actions = np.clip(np.asarray(policy(observations.astype(np.float32), step),
-                                             np.float64), -1.0, 1.0)
-                step += 1
-                env_actions = low + 0.5 * (actions + 1.0) * (high - low)
-                for index in np.flatnonzero(~done):
-                    observation, reward, terminated, truncated, _ = envs[index].step(
-                        env_actions[index].astype(space.dtype))
-                    observations[index] = observation
-                    totals[index] += reward
-                    done[index] = terminated or truncated
-            returns.extend(totals[:count].tolist())
+        for wave in range(0, episodes, group.num_envs):
+            count = min(group.num_envs, episodes - wave)
+            seeds = [episode_seed(seed, wave + index, 0) for index in range(count)]
+            returns.extend(run_episodes(group, counted, seeds).tolist())
     finally:
-        for env in envs:
-            env.close()
+        group.close()
     return np.asarray(returns)
 
 
@@ -231,18 +373,17 @@ def rollout_returns(policy: PolicyFn, env_id: str, episodes: int, seed: int,
 # Episode lists on disk (one npz: concatenated arrays + lengths)
 
 
-def save_episodes(path: Path, episodes: list[Episode]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.npz")
+def save_episodes(path: Path, episodes: list[Episode], **extra: np.ndarray) -> None:
+    """Write `episodes` (and any `extra` arrays) atomically to one npz."""
     if episodes:
         arrays = {name: np.concatenate([getattr(e, name) for e in episodes])
                   for name in ("observations", "actions", "rewards", "terminations",
                                "truncations")}
     else:
         arrays = {}
-    np.savez(tmp, lengths=np.asarray([len(e) for e in episodes], np.int64),
-             seeds=np.asarray([e.seed for e in episodes], np.int64), **arrays)
-    os.replace(tmp, path)
+    write_npz_atomic(Path(path), {"lengths": np.asarray([len(e) for e in episodes], np.int64),
+                                  "seeds": np.asarray([e.seed for e in episodes], np.int64),
+                                  **arrays, **extra})
 
 
 def load_episodes(path: Path) -> list[Episode]:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from seqeval import scores
 from seqeval.errors import UserError
 from seqeval.fileio import write_npz_atomic
 
 CACHE_NAME = "seqeval_cache.npz"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the cache records which reference scores the metadata holds
 ARRAY_FIELDS = (
     "observations",
     "actions",
@@ -75,8 +77,7 @@ class OfflineData:
         """D4RL's 0-100 normalized score, or None without reference scores."""
         if not self.has_reference_scores:
             return None
-        span = self.ref_max_score - self.ref_min_score
-        return 100.0 * (np.asarray(returns, np.float64) - self.ref_min_score) / span
+        return scores.normalized_score(returns, self.ref_min_score, self.ref_max_score)
 
     def average_normalized_return(self) -> float | None:
         """The dataset's own mean episode return on the normalized scale (the dashed line)."""
@@ -97,9 +98,10 @@ class OfflineData:
         }
 
     def with_reference_scores(self, ref_min: float, ref_max: float) -> OfflineData:
-        if not ref_max > ref_min:
-            raise UserError(f"--ref-scores {ref_min},{ref_max}: MAX must exceed MIN")
-        return dataclasses.replace(self, ref_min_score=float(ref_min), ref_max_score=float(ref_max))
+        ref_min, ref_max = scores.check_reference_scores(
+            ref_min, ref_max, f"--ref-scores {ref_min},{ref_max}",
+            "pass finite returns MIN,MAX with MAX > MIN")
+        return dataclasses.replace(self, ref_min_score=ref_min, ref_max_score=ref_max)
 
     def validate(self) -> None:
         """Reject data the protocol cannot use, with a message naming the problem and the fix."""
@@ -182,8 +184,39 @@ def _read_minari(dataset_id: str) -> dict:
     arrays["action_low"] = np.asarray(dataset.action_space.low, np.float32).reshape(-1)
     arrays["action_high"] = np.asarray(dataset.action_space.high, np.float32).reshape(-1)
     ref = [metadata.get("ref_min_score"), metadata.get("ref_max_score")]
-    arrays["ref_scores"] = np.array([np.nan if r is None else r for r in ref], np.float64)
+    arrays["ref_present"] = np.array([r is not None for r in ref])
+    try:
+        arrays["ref_scores"] = np.array([np.nan if r is None else r for r in ref], np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"dataset '{dataset_id}' has reference scores that are not numbers "
+                        f"({ref[0]!r}, {ref[1]!r}); {_metadata_fix(dataset_id)}") from None
     return arrays
+
+
+def _metadata_fix(dataset_id: str) -> str:
+    return (f"correct ref_min_score/ref_max_score in "
+            f"{dataset_root(dataset_id) / 'data' / 'metadata.json'}, or rebuild the dataset")
+
+
+_NOTED_D4RL_REFERENCES: set[str] = set()
+
+
+def _reference_scores(dataset_id: str, arrays: dict) -> tuple[float | None, float | None]:
+    """The dataset's own reference scores (rejected unless finite with max > min); else, for
+    Farama's MuJoCo ids, D4RL's published ones (said once per task); else none."""
+    if bool(np.all(arrays["ref_present"])):
+        return scores.check_reference_scores(*arrays["ref_scores"], f"dataset '{dataset_id}'",
+                                             _metadata_fix(dataset_id))
+    published = scores.d4rl_reference_returns(dataset_id)
+    if published is None:
+        return None, None
+    task, ref_min, ref_max = published
+    if task not in _NOTED_D4RL_REFERENCES:
+        _NOTED_D4RL_REFERENCES.add(task)
+        print(f"seqeval: note: dataset '{dataset_id}' has no reference scores; normalizing "
+              f"with D4RL's published {task} returns (random {ref_min:g}, expert {ref_max:g}); "
+              "pass --ref-scores MIN,MAX to use others", file=sys.stderr)
+    return ref_min, ref_max
 
 
 def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
@@ -212,7 +245,7 @@ def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
                 write_npz_atomic(cache, {**arrays, "fingerprint": np.array(fingerprint)})
             except OSError:
                 pass  # read-only store: work without a cache
-    ref_min, ref_max = (None if np.isnan(r) else float(r) for r in arrays["ref_scores"])
+    ref_min, ref_max = _reference_scores(dataset_id, arrays)
     data = OfflineData(
         dataset_id=dataset_id,
         **{f: arrays[f] for f in ARRAY_FIELDS},

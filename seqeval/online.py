@@ -1,8 +1,9 @@
 """Online fine-tuning: agents act in the environment with their own exploration.
 
 Each member (seed) has one training environment. All members step together with one batched,
-jitted exploration call per environment step; the transitions go to the device buffer in
-blocks, and the gradient steps between blocks run compiled (seqeval.protocol).
+jitted exploration call per environment step (seqeval.envs.rollout's stepping loop); the
+transitions go to the device buffer in blocks, and the gradient steps between blocks run
+compiled (seqeval.protocol).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 
 from seqeval.algorithms.base import Agent, Batch
+from seqeval.envs.rollout import EnvGroup
 
 
 def online_reset_seed(seed: int, chunk_index: int) -> int:
@@ -38,55 +40,40 @@ class OnlineCollector:
     def __init__(self, make_env: Callable[[], Any], seeds: Sequence[int],
                  action_low: np.ndarray, action_high: np.ndarray):
         self.seeds = list(seeds)
-        self.envs = [make_env() for _ in self.seeds]
-        self.action_low = np.asarray(action_low, np.float32)
-        self.action_high = np.asarray(action_high, np.float32)
-        self.observations: np.ndarray | None = None
+        self.group = EnvGroup([make_env() for _ in self.seeds], action_low, action_high)
         self.episode_returns: list[list[float]] = [[] for _ in self.seeds]
-        self._running = np.zeros(len(self.seeds))
+        self._started = False
 
     def reset(self, chunk_index: int) -> None:
         """Start fresh episodes, seeded by the chunk: a resumed run collects the same data."""
-        self.observations = np.stack([
-            env.reset(seed=online_reset_seed(seed, chunk_index))[0]
-            for env, seed in zip(self.envs, self.seeds, strict=True)
-        ]).astype(np.float32)
-        self._running[:] = 0.0
+        for member, seed in enumerate(self.seeds):
+            self.group.reset(member, online_reset_seed(seed, chunk_index))
+        self._started = True
 
     def collect(self, explorer: Callable, states: Any, keys: jax.Array,
                 steps: int) -> tuple[Batch, jax.Array]:
         """`steps` transitions per member, as a numpy Batch of shape (members, steps, ...)."""
-        assert self.observations is not None, "reset() before collect()"
-        members = len(self.seeds)
-        obs_dim = self.observations.shape[1]
-        act_dim = self.action_low.shape[0]
-        observations = np.zeros((members, steps, obs_dim), np.float32)
-        next_observations = np.zeros((members, steps, obs_dim), np.float32)
-        actions = np.zeros((members, steps, act_dim), np.float32)
+        assert self._started, "reset() before collect()"
+        members, group = len(self.seeds), self.group
+        observations = np.zeros((members, steps, group.observation_dim), np.float32)
+        next_observations = np.zeros((members, steps, group.observation_dim), np.float32)
+        actions = np.zeros((members, steps, group.action_dim), np.float32)
         rewards = np.zeros((members, steps), np.float32)
         terminals = np.zeros((members, steps), np.float32)
-        span = self.action_high - self.action_low
         for t in range(steps):
-            keys, chosen = explorer(states, keys, self.observations)
-            chosen = np.clip(np.asarray(chosen), -1.0, 1.0)
-            env_actions = self.action_low + (chosen + 1.0) * 0.5 * span
-            for m, env in enumerate(self.envs):
-                next_obs, reward, terminated, truncated, _ = env.step(env_actions[m])
-                observations[m, t] = self.observations[m]
-                actions[m, t] = chosen[m]
-                rewards[m, t] = reward
-                next_observations[m, t] = next_obs
-                terminals[m, t] = float(terminated)
-                self._running[m] += float(reward)
-                if terminated or truncated:
-                    self.episode_returns[m].append(float(self._running[m]))
-                    self._running[m] = 0.0
-                    next_obs, _ = env.reset()
-                self.observations[m] = next_obs
+            keys, chosen = explorer(states, keys, group.policy_input())
+            step = group.step(chosen)
+            observations[:, t] = step.observations
+            actions[:, t] = step.actions
+            rewards[:, t] = step.rewards
+            next_observations[:, t] = step.next_observations
+            terminals[:, t] = step.terminated
+            for member in np.flatnonzero(step.ended):
+                self.episode_returns[member].append(float(group.returns[member]))
+                group.reset(member)  # unseeded: the environment's own generator continues
         batch = Batch(observations=observations, actions=actions, rewards=rewards,
                       next_observations=next_observations, terminals=terminals)
         return batch, keys
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        self.group.close()
