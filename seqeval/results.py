@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import datetime
 import fcntl
-import functools
 import io
 import json
 import math
@@ -46,20 +45,6 @@ EVALUATION_COLUMNS = (
 TRAINING_KEYS = ("samples", "gradient_steps", "seed", "phase")  # then the agent's metrics
 PREQUENTIAL_KEYS = ("samples", "seed", "transitions")  # then METRIC, METRIC_cumulative pairs
 CUMULATIVE = "_cumulative"
-
-
-@functools.cache
-def _file_mode() -> int:
-    """The mode an ordinary new file gets (0666 less the umask): every file of a run has it."""
-    umask = os.umask(0)  # reading the umask means setting it; done once per process
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _publish(path: Path) -> Path:
-    # Atomic writes go through mkstemp (mode 0600); give them the mode of the appended files.
-    os.chmod(path, _file_mode())
-    return path
 
 
 def _damaged(path: Path, line: int | None, problem: str) -> UserError:
@@ -122,13 +107,10 @@ class CsvLog:
         if header is not None and header != list(columns):
             raise UserError(f"'{self.path}' has columns {','.join(header)}, this run writes "
                             f"{','.join(columns)}; delete the run directory and run again")
-        new_file = not self.exists()
         with open(self.path, "a", newline="") as handle:
             handle.write(_csv_text(columns, rows, header=header is None))
             handle.flush()
             os.fsync(handle.fileno())
-        if new_file:
-            _publish(self.path)
 
     def truncate(self, rows: int) -> None:
         """Keep the header and the first `rows` data rows (atomic); no file when 0."""
@@ -137,7 +119,6 @@ class CsvLog:
             self.path.unlink(missing_ok=True)
         elif len(lines) > rows + 1:
             write_text_atomic(self.path, "".join(lines[:rows + 1]))
-            _publish(self.path)
 
 
 def _table(path: Path, required: Sequence[str]) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -518,11 +499,11 @@ class RunDir:
         if any(p.name != LOCK for p in self.path.iterdir()):
             raise UserError(f"'{self.path}' holds files but no config.json (not a seqeval run, "
                             "or a damaged one); choose another --out or delete it")
-        _publish_json(self.config_path, config)
+        write_json_atomic(self.config_path, config)
         return False
 
     def write_summary(self, summary: dict) -> None:
-        _publish_json(self.path / "summary.json", summary)
+        write_json_atomic(self.path / "summary.json", summary)
 
     # Checkpoints -------------------------------------------------------------------------
 
@@ -539,8 +520,7 @@ class RunDir:
         leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
         arrays_path = self.checkpoint_dir / f"state-{progress.segment:06d}.npz"
         write_npz_atomic(arrays_path, {f"leaf_{i:04d}": v for i, v in enumerate(leaves)})
-        _publish(arrays_path)
-        _publish_json(self.checkpoint_dir / "progress.json",
+        write_json_atomic(self.checkpoint_dir / "progress.json",
                       {**dataclasses.asdict(progress), "arrays": arrays_path.name})
         for old in self.checkpoint_dir.glob("state-*.npz"):
             if old.name != arrays_path.name:
@@ -603,7 +583,3 @@ class RunDir:
             log.truncate(expected)
         read_evaluations(self.path), read_training(self.path), read_prequential(self.path)
 
-
-def _publish_json(path: Path, payload: Any) -> None:
-    write_json_atomic(path, payload)
-    _publish(path)
