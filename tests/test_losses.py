@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from seqeval.agents import DatasetStats, Spaces
-from seqeval.algorithms import bc, cql, iql, td3_bc
+from seqeval.algorithms import bc, cql, iql, nets, td3_bc
 from seqeval.algorithms.nets import (
+    MLPOptions,
+    StateActionEnsemble,
+    StateActionValue,
     gaussian_log_prob,
+    member,
     tanh_gaussian_log_prob,
     tanh_gaussian_sample,
     td_target,
 )
+
+LAYER_NORM_OPTIONS = MLPOptions(layer_norm=True, kernel_init="fan_in_uniform", hidden_bias=0.1,
+                                output_scale=3e-3)
 
 
 def numpy_mlp(params: dict, x: np.ndarray) -> np.ndarray:
@@ -192,7 +200,7 @@ def test_td_target_bootstraps_only_non_terminal_transitions():
 def test_dense_matmul_gradients_equal_plain_matmul_gradients(in_dim, out_dim):
     """The layer's hand-written backward pass (skinny operands transposed first) gives the
     gradients of a plain matmul, also under vmap over an ensemble axis as the critics use."""
-    from seqeval.algorithms.nets import dense_matmul
+    from seqeval.algorithms.cpu_layers import dense_matmul
 
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     inputs = jax.random.normal(keys[0], (2, 5, 7, in_dim))  # (ensemble, batch, samples, in)
@@ -208,25 +216,96 @@ def test_dense_matmul_gradients_equal_plain_matmul_gradients(in_dim, out_dim):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-4)
 
 
-def test_critic_ensemble_members_equal_the_single_network_on_their_parameters():
-    """The feature-major ensemble computes, member by member, what the row-major
-    StateActionValue computes on that member's parameters (so `member` can apply one)."""
-    from seqeval.algorithms.nets import StateActionEnsemble, StateActionValue, member
-
+@pytest.mark.parametrize("cpu_layers", [True, False])
+@pytest.mark.parametrize("options", [MLPOptions(), LAYER_NORM_OPTIONS])
+def test_critic_ensemble_members_equal_the_single_network_on_their_parameters(
+        monkeypatch, cpu_layers, options):
+    """The ensemble (feature-major on CPU, row-major elsewhere) computes, member by member,
+    what StateActionValue computes on that member's parameters (so `member` can apply one)."""
+    monkeypatch.setattr(nets, "use_cpu_layers", lambda: cpu_layers)
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
     observations = jax.random.normal(keys[0], (4, 6, 5))  # (batch, samples, observation)
     actions = jax.random.uniform(keys[1], (4, 6, 2), minval=-1.0, maxval=1.0)
-    ensemble = StateActionEnsemble((16, 8), size=3)
+    ensemble = StateActionEnsemble((16, 8), size=3, options=options)
     params = ensemble.init(keys[2], observations, actions)
     q = ensemble.apply(params, observations, actions)
     assert q.shape == (3, 4, 6)
-    single = StateActionValue((16, 8))
+    single = StateActionValue((16, 8), options)
     for index in range(3):
         np.testing.assert_allclose(
             np.asarray(q[index]),
             np.asarray(single.apply(member(params, index), observations, actions)),
             rtol=1e-5, atol=1e-5)
-    # Members are initialised independently, with lecun-normal kernels over each member's fan-in.
+    # Members are initialised independently, with kernels scaled by each member's fan-in.
     kernels = params["params"]["MLP_0"]["Dense_1"]["kernel"]
     assert not np.allclose(kernels[0], kernels[1])
-    assert float(jnp.std(kernels)) == pytest.approx((1 / 16) ** 0.5, rel=0.3)
+    uniform = options.kernel_init == "fan_in_uniform"  # U(+-b) has std b / sqrt(3)
+    expected_std = (1 / 16) ** 0.5 / (3**0.5 if uniform else 1.0)
+    assert float(jnp.std(kernels)) == pytest.approx(expected_std, rel=0.3)
+
+
+def _outputs_and_gradients(module, params, *inputs):
+    def loss(params, *inputs):
+        outputs = module.apply(params, *inputs)
+        return jnp.sum(jnp.sin(outputs)), outputs
+
+    (_, outputs), grads = jax.value_and_grad(loss, argnums=tuple(range(len(inputs) + 1)),
+                                             has_aux=True)(params, *inputs)
+    return outputs, grads
+
+
+@pytest.mark.parametrize("options", [MLPOptions(), LAYER_NORM_OPTIONS])
+def test_cpu_layers_and_plain_layers_agree_on_the_same_parameters(monkeypatch, options):
+    """On the CPU backend the networks use seqeval.algorithms.cpu_layers, elsewhere the plain
+    layers: same parameter tree (and initial values), same outputs and gradients."""
+    keys = jax.random.split(jax.random.PRNGKey(2), 3)
+    observations = jax.random.normal(keys[0], (5, 7, 11))  # (batch, samples, observation)
+    actions = jax.random.uniform(keys[1], (5, 7, 3), minval=-1.0, maxval=1.0)
+    cases = [(StateActionEnsemble((32, 16), 2, options), (observations, actions)),
+             (StateActionEnsemble((32,), 3, options), (observations[:, 0], actions[:, 0])),
+             (nets.DeterministicActor((40, 8), 3, options), (observations,))]
+    for module, inputs in cases:
+        results = {}
+        for cpu_layers in (True, False):
+            monkeypatch.setattr(nets, "use_cpu_layers", lambda cpu_layers=cpu_layers: cpu_layers)
+            params = module.init(keys[2], *inputs)
+            results[cpu_layers] = (params, *_outputs_and_gradients(module, params, *inputs))
+        (cpu_params, *cpu), (plain_params, *plain) = results[True], results[False]
+        assert jax.tree.structure(cpu_params) == jax.tree.structure(plain_params)
+        for a, b in zip(jax.tree.leaves(cpu_params), jax.tree.leaves(plain_params), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(cpu), jax.tree.leaves(plain), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_ensemble_layer_norm_is_flax_layer_norm_per_member():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 9)) * 3.0 + 1.0  # (members, rows, width)
+    layer = nets.EnsembleLayerNorm(2)
+    params = jax.tree.map(lambda p: p + jax.random.uniform(jax.random.PRNGKey(1), p.shape),
+                          layer.init(jax.random.PRNGKey(0), x))
+    got = layer.apply(params, x)
+    flax_norm = nn.LayerNorm()
+    for i in range(2):
+        want = flax_norm.apply({"params": member(params["params"], i)}, x[i])
+        np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want), rtol=1e-5, atol=1e-5)
+    feature_major = nets.EnsembleLayerNorm(2, feature_axis=-2).apply(params,
+                                                                     jnp.swapaxes(x, 1, 2))
+    np.testing.assert_allclose(np.asarray(jnp.swapaxes(feature_major, 1, 2)), np.asarray(got),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_initialisation_options_follow_their_definitions():
+    options = MLPOptions(kernel_init="fan_in_uniform", hidden_bias=0.1, output_scale=3e-3)
+    params = nets.MLP((256, 256), 1, options).init(jax.random.PRNGKey(0), jnp.ones((1, 20)))
+    layers = params["params"]
+    first = np.asarray(layers["Dense_0"]["kernel"])
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's nn.Linear: bounded, std bound/sqrt(3).
+    assert np.abs(first).max() <= 1 / np.sqrt(20) and first.std() == pytest.approx(
+        1 / np.sqrt(20) / np.sqrt(3), rel=0.05)
+    np.testing.assert_array_equal(np.asarray(layers["Dense_1"]["bias"]), np.full(256, 0.1,
+                                                                                  np.float32))
+    last_kernel, last_bias = (np.asarray(layers["Dense_2"][k]) for k in ("kernel", "bias"))
+    assert np.abs(last_kernel).max() <= 3e-3 and np.abs(last_bias).max() <= 3e-3
+    assert last_kernel.std() == pytest.approx(3e-3 / np.sqrt(3), rel=0.2)
+    with pytest.raises(ValueError, match="kernel_init"):
+        MLPOptions(kernel_init="orthogonal")
