@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import EXPERT, MIXED
 
-from seqeval.agents import Batch, DatasetStats, Spaces, get_agent
+from seqeval.agents import Agent, Batch, DatasetStats, Spaces, check_agent, get_agent
 from seqeval.algorithms.base import BUILTIN_AGENTS
 from seqeval.errors import UserError
 from seqeval.runner import RunSettings, run
@@ -292,3 +292,104 @@ def test_agent_learns_pendulum(name, store, tmp_path):
                               batch_size=128, progress=False))
     assert summary["gradient_steps"] == 5_000
     assert summary["last_mean_normalized_score"] > LEARNED_THRESHOLD, summary
+
+
+# ---------------------------------------------------------------------------------------------
+# check_agent: an agent's mistakes are found before training, in one line naming the agent.
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyConfig:
+    learning_rate: float = 0.1  # step size
+
+
+def _tiny_init(config, key, spaces, stats, total_steps):
+    return {"weights": jnp.zeros((spaces.observation_dim, spaces.action_dim)),
+            "steps": jnp.int32(0)}
+
+
+def _tiny_update(config, state, batch, key):
+    def loss_fn(weights):
+        return jnp.mean((jnp.tanh(batch.observations @ weights) - batch.actions) ** 2)
+
+    loss, grad = jax.value_and_grad(loss_fn)(state["weights"])
+    return ({"weights": state["weights"] - config.learning_rate * grad,
+             "steps": state["steps"] + 1}, {"loss": loss})
+
+
+def _tiny_act(config, state, observations, key, deterministic=True):
+    return jnp.tanh(observations @ state["weights"])
+
+
+TINY = Agent(name="tiny", config_class=TinyConfig, init=_tiny_init, update=_tiny_update,
+             act=_tiny_act)
+
+
+def _broken_update(change):
+    def update(config, state, batch, key):
+        state, metrics = _tiny_update(config, state, batch, key)
+        return change(state, metrics, batch)
+
+    return update
+
+
+class _Opaque:  # a state class not registered as a pytree
+    def __init__(self, weights):
+        self.weights = weights
+
+
+BROKEN_AGENTS = {
+    "metrics per row": (dict(update=_broken_update(
+        lambda s, m, b: (s, {"loss": jnp.sum(b.actions ** 2, axis=-1)}))),
+        "update metric 'loss' has shape (64,); metrics must be scalars"),
+    "metrics not a dict": (dict(update=_broken_update(lambda s, m, b: (s, m["loss"]))),
+                           "update returned metrics of type"),
+    "no (state, metrics) pair": (dict(update=_broken_update(lambda s, m, b: s)),
+                                 "update must return a pair (state, metrics)"),
+    "state not a pytree": (dict(init=lambda c, k, sp, st, t: _Opaque(jnp.zeros(3))),
+                           "init returned <class 'test_agents._Opaque'>, which is not an array"),
+    "state holds a string": (dict(init=lambda c, k, sp, st, t: {"w": jnp.zeros(2), "tag": "x"}),
+                             "init returned <class 'str'> at output component ['tag']"),
+    "update drops a field": (dict(update=_broken_update(
+        lambda s, m, b: ({"weights": s["weights"]}, m))),
+        "update changed the state's structure (dropped state['steps'])"),
+    "update reshapes": (dict(update=_broken_update(
+        lambda s, m, b: ({**s, "weights": s["weights"].reshape(-1)}, m))),
+        "update changed state['weights'] from float32[3, 2] to float32[6]"),
+    "update changes a dtype": (dict(update=_broken_update(
+        lambda s, m, b: ({**s, "steps": s["steps"].astype(jnp.float32)}, m))),
+        "update changed state['steps'] from int32[] to float32[]"),
+    "one action for all rows": (dict(act=lambda c, s, o, k, d=True: jnp.tanh(
+        o @ s["weights"]).mean(0)), "act(deterministic=True) returned shape (2,) for 3 "
+                                    "observations; expected (3, 2)"),
+    "wrong action width": (dict(explore=lambda c, s, o, k: jnp.zeros((o.shape[0], 1))),
+                           "explore returned shape (3, 1) for 3 observations"),
+    "score per row": (dict(score=lambda c, s, b: {"mse": jnp.mean(b.actions ** 2, axis=0)}),
+                      "score metric 'mse' has shape (2,)"),
+    "actions out of range": (dict(act=lambda c, s, o, k, d=True: 3.0 * jnp.tanh(
+        o @ s["weights"] + 1.0)), "act returned actions outside [-1, 1] (largest |a| = 2.28)"),
+    "non-finite actions": (dict(explore=lambda c, s, o, k: jnp.log(o[:, :2] * 0.0 - 1.0)),
+                           "explore returned non-finite actions"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(BROKEN_AGENTS))
+def test_check_agent_names_the_agent_and_its_mistake_in_one_line(mistake):
+    changes, message = BROKEN_AGENTS[mistake]
+    agent = dataclasses.replace(TINY, **changes)
+    sample = synthetic_batch(jax.random.PRNGKey(0), 8)
+    with pytest.raises(UserError) as error:
+        check_agent(agent, TinyConfig(), SPACES, stats(), 64, sample)
+    text = str(error.value)
+    assert text.startswith("agent 'tiny': ") and message in text, text
+    assert "\n" not in text
+
+
+def test_check_agent_passes_a_correct_agent_without_compiling_its_update():
+    check_agent(TINY, TinyConfig(), SPACES, stats(), 64, synthetic_batch(jax.random.PRNGKey(0)))
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_builtin_agents_keep_the_contract(name):
+    agent, config = small_config(name)
+    check_agent(agent, config, SPACES, stats(), 32, synthetic_batch(jax.random.PRNGKey(0), 16))
