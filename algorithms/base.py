@@ -44,6 +44,8 @@ BUILTIN_AGENTS: dict[str, str] = {
     "td3_bc": "seqeval.algorithms.td3_bc",
     "iql": "seqeval.algorithms.iql",
     "cql": "seqeval.algorithms.cql",
+    "rebrac": "seqeval.algorithms.rebrac",
+    "awac": "seqeval.algorithms.awac",
 }
 
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import ENTRY_POINT_GROUP, Agent, Batch, DatasetStats, Spaces
 from seqeval.errors import UserError
 
 CHECK_ROWS = 3  # observations per act/explore check (distinct from any batch or action size)
@@ -214,10 +214,16 @@ def agent_source_files(agent: Agent) -> tuple[dict[str, Path], str]:
         for path in directory.rglob("*.py"):
             if "__pycache__" not in path.parts:
                 files[(Path(top_name) / path.relative_to(directory)).as_posix()] = path
-    distributions = importlib.metadata.packages_distributions().get(top_name, [])
-    label = ",".join(f"{name}=={importlib.metadata.version(name)}"
-                     for name in sorted(set(distributions)))
-    return files, label
+    return files, _distribution_label(top_name)
+
+
+def _distribution_label(top_name: str) -> str:
+    """'name==version' of the installed distributions providing package `top_name`."""
+    names = set(importlib.metadata.packages_distributions().get(top_name, []))
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.module.split(".")[0] == top_name and entry_point.dist is not None:
+            names.add(entry_point.dist.name)
+    return ",".join(f"{name}=={importlib.metadata.version(name)}" for name in sorted(names))
 
 
 def agent_fingerprint(agent: Agent) -> str:

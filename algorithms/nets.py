@@ -308,6 +308,13 @@ class TanhGaussianActor(nn.Module):
         return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
 
 
+def clipped_gaussian_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> jax.Array:
+    """A sample of N(mean, diag(exp(log_std))^2) clipped to the action bounds [-1, 1]
+    (IQL's and AWAC's stochastic actions)."""
+    noise = jax.random.normal(key, mean.shape, mean.dtype)
+    return jnp.clip(mean + jnp.exp(log_std) * noise, -1.0, 1.0)
+
+
 def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array) -> jax.Array:
     """log N(actions; mean, diag(exp(log_std))^2), summed over the last axis."""
     z = (actions - mean) * jnp.exp(-log_std)
@@ -360,6 +367,17 @@ def td_target(rewards: jax.Array, terminals: jax.Array, next_values: jax.Array,
 def ensemble_mse(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """Sum over ensemble members (leading axis) of each member's mean squared error."""
     return jnp.sum(jnp.mean((predictions - targets) ** 2, axis=tuple(range(1, predictions.ndim))))
+
+
+def advantage_weights(advantages: jax.Array, temperature: float,
+                      max_weight: float) -> jax.Array:
+    """AWR weights min(exp(temperature * A), max_weight) (IQL's beta; AWAC's 1 / lambda)."""
+    return jnp.minimum(jnp.exp(temperature * advantages), max_weight)
+
+
+def awr_actor_loss(log_probs: jax.Array, weights: jax.Array) -> jax.Array:
+    """Advantage-weighted regression: -mean(w * log pi(a|s)); the weights carry no gradient."""
+    return -jnp.mean(jax.lax.stop_gradient(weights) * log_probs)
 
 
 def gaussian_explore(actions: jax.Array, key: jax.Array, noise_std: float) -> jax.Array:

@@ -19,7 +19,7 @@ from seqeval.errors import UserError
 from seqeval.runner import RunSettings, run
 
 AGENTS = list(BUILTIN_AGENTS)
-RL_AGENTS = ["td3_bc", "iql", "cql"]
+RL_AGENTS = ["td3_bc", "iql", "cql", "rebrac", "awac"]
 SPACES = Spaces(observation_dim=3, action_dim=2)
 SCALARS = (int, float, bool, str)
 
@@ -126,6 +126,8 @@ FITTED_LOSSES = {
     "td3_bc": {"action_mse": 0.5, "td_error": 0.5},
     "iql": {"action_nll": None, "td_error": 0.75, "value_loss": 0.5},
     "cql": {"td_error": 0.75},
+    "rebrac": {"td_error": 0.5},  # its actor follows Q (BC weight 0.01), away from the data
+    "awac": {"action_nll": None, "action_mse": 0.5, "td_error": 0.75},
 }
 
 
@@ -203,8 +205,9 @@ def test_score_reports_finite_scalars_and_leaves_the_state_alone(name):
     np.testing.assert_array_equal(_flat(state), before)
 
 
-def test_td3_bc_updates_actor_and_targets_every_second_step():
-    agent, config = small_config("td3_bc")
+@pytest.mark.parametrize("name", ["td3_bc", "rebrac"])
+def test_td3_style_agents_update_actor_and_targets_every_second_step(name):
+    agent, config = small_config(name)
     batch = synthetic_batch(jax.random.PRNGKey(0), 32)
     state0 = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 10)
     update = jax.jit(lambda s, k: agent.update(config, s, batch, k))
@@ -280,6 +283,8 @@ PENDULUM_RUNS = {
                      ("actor_learning_rate", "1e-3"))),
     "cql": (MIXED, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"),
                     ("actor_learning_rate", "1e-3"))),
+    "rebrac": (MIXED, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"))),
+    "awac": (MIXED, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"))),
 }
 
 

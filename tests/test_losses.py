@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqeval.agents import DatasetStats, Spaces
-from seqeval.algorithms import bc, cql, iql, nets, td3_bc
+from seqeval.agents import Batch, DatasetStats, Spaces
+from seqeval.algorithms import awac, bc, cql, iql, nets, rebrac, td3_bc
 from seqeval.algorithms.nets import (
     MLPOptions,
     StateActionEnsemble,
@@ -100,13 +100,13 @@ def test_expectile_loss_weights_positive_and_negative_errors_asymmetrically():
 
 def test_advantage_weights_are_exponentiated_and_clipped():
     advantages = np.array([-1.0, 0.0, 1.0, 2.0], np.float32)
-    weights = np.asarray(iql.advantage_weights(jnp.asarray(advantages), 3.0, 100.0))
+    weights = np.asarray(nets.advantage_weights(jnp.asarray(advantages), 3.0, 100.0))
     np.testing.assert_allclose(weights, [math.exp(-3.0), 1.0, math.exp(3.0), 100.0], rtol=1e-6)
     log_probs = np.array([-1.0, -2.0, 0.5, -0.3], np.float32)
-    loss = iql.awr_actor_loss(jnp.asarray(log_probs), jnp.asarray(weights))
+    loss = nets.awr_actor_loss(jnp.asarray(log_probs), jnp.asarray(weights))
     assert float(loss) == pytest.approx(float(-np.mean(weights * log_probs)), rel=1e-6)
     # The weights are targets, not parameters: no gradient flows into them.
-    grad_w = jax.grad(lambda w: iql.awr_actor_loss(jnp.asarray(log_probs), w))(
+    grad_w = jax.grad(lambda w: nets.awr_actor_loss(jnp.asarray(log_probs), w))(
         jnp.asarray(weights))
     assert np.all(np.asarray(grad_w) == 0.0)
 
@@ -309,3 +309,115 @@ def test_mlp_initialisation_options_follow_their_definitions():
     assert last_kernel.std() == pytest.approx(3e-3 / np.sqrt(3), rel=0.2)
     with pytest.raises(ValueError, match="kernel_init"):
         MLPOptions(kernel_init="orthogonal")
+
+
+def numpy_layer_mlp(layers: dict, x: np.ndarray) -> np.ndarray:
+    """An `MLP` (Dense_i, ReLU, and LayerNorm_i when present) evaluated with numpy."""
+    count = sum(name.startswith("Dense_") for name in layers)
+    for i in range(count):
+        dense = layers[f"Dense_{i}"]
+        x = x @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+        if i < count - 1:
+            x = np.maximum(x, 0.0)
+            if f"LayerNorm_{i}" in layers:
+                norm = layers[f"LayerNorm_{i}"]
+                centred = x - x.mean(-1, keepdims=True)
+                x = centred / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+                x = x * np.asarray(norm["scale"]) + np.asarray(norm["bias"])
+    return x
+
+
+def test_rebrac_target_penalises_departure_from_the_datasets_next_action():
+    rewards = np.array([1.0, -0.5, 2.0, 0.3], np.float32)
+    terminals = np.array([0.0, 1.0, 0.0, 0.0], np.float32)
+    next_q = np.array([5.0, 4.0, -3.0, 1.0], np.float32)
+    next_actions = np.array([[0.5, -0.5], [0.1, 0.2], [1.0, 1.0], [0.0, 0.9]], np.float32)
+    dataset_next = np.array([[0.0, 0.0], [0.3, 0.2], [-1.0, 1.0], [0.9, -0.9]], np.float32)
+    valid = np.array([1.0, 1.0, 1.0, 0.0], np.float32)  # row 3: no next action known
+    target = rebrac.rebrac_critic_target(*map(jnp.asarray, (
+        rewards, terminals, next_q, next_actions, dataset_next, valid)), 0.9, 0.1)
+    penalty = np.array([0.5, 0.04, 4.0, 0.0], np.float32)  # squared distance, summed
+    expected = rewards + 0.9 * (1.0 - terminals) * (next_q - 0.1 * penalty)
+    np.testing.assert_allclose(np.asarray(target), expected, rtol=1e-6)
+
+
+def test_rebrac_actor_loss_matches_numpy_and_its_normaliser_carries_no_gradient():
+    q = np.array([2.0, -4.0, 6.0], np.float32)
+    policy = np.array([[0.5, 0.1], [0.0, -0.2], [-0.5, 0.3]], np.float32)
+    actions = np.array([[0.0, 0.1], [0.0, 0.2], [0.5, 0.3]], np.float32)
+    bc = np.sum((policy - actions) ** 2, axis=-1)
+    lam = 1.0 / np.mean(np.abs(q))
+    expected = np.mean(0.3 * bc - lam * q)
+    loss = rebrac.rebrac_actor_loss(jnp.asarray(q), jnp.asarray(policy), jnp.asarray(actions),
+                                    0.3, True)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    grad = jax.grad(lambda q: rebrac.rebrac_actor_loss(q, policy, actions, 0.3, True))(
+        jnp.asarray(q))
+    np.testing.assert_allclose(np.asarray(grad), np.full(3, -lam / 3), rtol=1e-6)
+    raw = rebrac.rebrac_actor_loss(jnp.asarray(q), jnp.asarray(policy), jnp.asarray(actions),
+                                   0.3, False)
+    assert float(raw) == pytest.approx(float(np.mean(0.3 * bc - q)), rel=1e-6)
+
+
+def test_rebrac_critic_target_with_its_networks_matches_numpy():
+    config = rebrac.ReBRACConfig(actor_hidden_dims=(8, 8), critic_hidden_dims=(8, 8),
+                                 critic_bc_coef=0.5)
+    spaces = Spaces(observation_dim=3, action_dim=2)
+    state = rebrac.init(config, jax.random.PRNGKey(3), spaces, DatasetStats.identity(3), 10)
+    state = state.replace(
+        target_actor_params=jax.tree.map(lambda p: p * 1.5, state.target_actor_params),
+        target_critic_params=jax.tree.map(lambda p: p - 0.1, state.target_critic_params),
+    )
+    next_obs = np.array([[0.3, -1.2, 2.0], [1.0, 0.5, -0.7], [-2.0, 0.1, 0.4]], np.float32)
+    noise = np.array([[4.0, -0.5], [-3.0, 1.0], [0.2, 10.0]], np.float32)
+    batch = Batch(observations=np.zeros((3, 3), np.float32), actions=np.zeros((3, 2), np.float32),
+                  rewards=np.array([1.0, -0.5, 2.0], np.float32), next_observations=next_obs,
+                  terminals=np.array([0.0, 1.0, 0.0], np.float32),
+                  next_actions=np.array([[0.2, 0.2], [0.0, 0.0], [-0.7, 0.4]], np.float32),
+                  next_action_valid=np.array([1.0, 1.0, 0.0], np.float32))
+    target = rebrac._critic_target(config, state, jax.tree.map(jnp.asarray, batch),
+                                   jnp.asarray(next_obs), jnp.asarray(noise))
+
+    next_actions = np.tanh(numpy_layer_mlp(state.target_actor_params["params"]["MLP_0"],
+                                           next_obs))
+    next_actions = np.clip(next_actions + np.clip(0.2 * noise, -0.5, 0.5), -1.0, 1.0)
+    critics = state.target_critic_params["params"]["MLP_0"]
+    assert "LayerNorm_0" in critics  # ReBRAC's critics normalise every hidden layer
+    inputs = np.concatenate([next_obs, next_actions], axis=1)
+    twin_q = [numpy_layer_mlp(jax.tree.map(lambda p, i=i: np.asarray(p)[i], critics),
+                              inputs)[:, 0] for i in range(2)]
+    penalty = batch.next_action_valid * np.sum((next_actions - batch.next_actions) ** 2, -1)
+    expected = batch.rewards + 0.99 * (1.0 - batch.terminals) * (np.minimum(*twin_q)
+                                                                 - 0.5 * penalty)
+    np.testing.assert_allclose(np.asarray(target), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_awac_weights_are_the_exponentiated_advantage_of_data_over_policy_actions():
+    q_data = np.array([[1.0, 0.0, 5.0], [2.0, -1.0, 4.0]], np.float32)  # twins x batch
+    q_policy = np.array([[0.5, 0.5, -20.0], [0.0, 1.0, -30.0]], np.float32)
+    weights = awac.awac_weights(jnp.asarray(q_data), jnp.asarray(q_policy), 0.5, 100.0)
+    advantages = q_data.min(0) - q_policy.min(0)  # [1, -1, 34]
+    np.testing.assert_allclose(np.asarray(weights),
+                               np.minimum(np.exp(advantages / 0.5), 100.0), rtol=1e-6)
+    assert float(weights[2]) == 100.0
+
+
+def test_awac_critic_target_at_the_policy_mean_matches_numpy():
+    config = awac.AWACConfig(actor_hidden_dims=(8,), critic_hidden_dims=(8, 8))
+    spaces = Spaces(observation_dim=3, action_dim=2)
+    state = awac.init(config, jax.random.PRNGKey(4), spaces, DatasetStats.identity(3), 10)
+    state = state.replace(
+        target_critic_params=jax.tree.map(lambda p: p + 0.05, state.target_critic_params))
+    next_obs = np.array([[0.3, -1.2, 2.0], [1.0, 0.5, -0.7]], np.float32)
+    batch = Batch(observations=np.zeros((2, 3), np.float32), actions=np.zeros((2, 2), np.float32),
+                  rewards=np.array([1.0, -2.0], np.float32), next_observations=next_obs,
+                  terminals=np.array([1.0, 0.0], np.float32))
+    target = awac._critic_target(config, state, jax.tree.map(jnp.asarray, batch),
+                                 jnp.asarray(next_obs), None)
+    mean = np.tanh(numpy_layer_mlp(state.actor.params["params"]["MLP_0"], next_obs))
+    inputs = np.concatenate([next_obs, mean], axis=1)
+    critics = state.target_critic_params["params"]["MLP_0"]
+    twin_q = [numpy_layer_mlp(jax.tree.map(lambda p, i=i: np.asarray(p)[i], critics),
+                              inputs)[:, 0] for i in range(2)]
+    expected = batch.rewards + 0.99 * (1.0 - batch.terminals) * np.minimum(*twin_q)
+    np.testing.assert_allclose(np.asarray(target), expected, rtol=1e-5, atol=1e-5)
