@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import types
 import typing
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -398,3 +399,14 @@ def test_check_agent_passes_a_correct_agent_without_compiling_its_update():
 def test_builtin_agents_keep_the_contract(name):
     agent, config = small_config(name)
     check_agent(agent, config, SPACES, stats(), 32, synthetic_batch(jax.random.PRNGKey(0), 16))
+
+
+def test_docs_reference_every_public_name_and_dataset_statistic():
+    import seqeval.agents
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "agents.md").read_text()
+    missing = [name for name in seqeval.agents.__all__ if f"`{name}`" not in text
+               and name not in ("ENTRY_POINT_GROUP", "DEFAULT_BATCH_SIZE")]
+    assert not missing, missing
+    assert all(field in text for field in DatasetStats._fields)
+    assert all(f"`{field}`" in text for field in Batch._fields)
