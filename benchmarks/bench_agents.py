@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_agents.py
        [--agents td3_bc,iql,cql,cql_2x256,bc,rebrac,awac] [--seconds 20] [--rounds 5]
+       [--layers auto|cpu|plain]
 
 For each agent:
 - compile time of that program;
@@ -15,6 +16,9 @@ For each agent:
   (other tenants, clocks), so every timed agent call is paired with a matmul timing taken just
   before it, and the ratio is computed per pair; the median pair and the lowest are printed.
 `cql_2x256` is CQL with 2x256 networks, the size of the JAX reference quoted in issue 3.
+`--layers` picks the network layers: `auto` (the backend's choice: seqeval.algorithms.cpu_layers
+on CPU, the plain layers on GPU/TPU), or forces `cpu` or `plain` to compare the two on one
+backend.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from seqeval.agents import Batch, DatasetStats, Spaces, get_agent, resolve_batch_size
-from seqeval.algorithms import rebrac, td3_bc
+from seqeval.algorithms import nets, rebrac, td3_bc
 
 OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE = 11, 3, 1_000_000
 DELAYED_ACTOR = {"td3_bc": td3_bc, "rebrac": rebrac}  # critic_step every step, actor_step less
@@ -169,10 +173,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per agent")
     parser.add_argument("--rounds", type=int, default=5,
                         help="timed calls per agent, each paired with a matmul timing")
+    parser.add_argument("--layers", choices=("auto", "cpu", "plain"), default="auto",
+                        help="network layers: the backend's choice, or force one form")
     args = parser.parse_args()
+    if args.layers != "auto":
+        nets.use_cpu_layers = lambda: args.layers == "cpu"
 
     print(f"jax {jax.__version__} on {platform.processor() or platform.machine()}, "
-          f"{jax.devices()[0].platform}, {jax.local_device_count()} device(s)")
+          f"{jax.devices()[0].platform}, {jax.local_device_count()} device(s), "
+          f"{'CPU-tuned' if nets.use_cpu_layers() else 'plain'} layers")
     data = synthetic_dataset(jax.random.PRNGKey(0))
     reference = MatmulReference()
     print(f"| {'agent':<10} | {'batch':>5} | {'updates/s':>9} | {'best':>7} | {'compile s':>9} | "
