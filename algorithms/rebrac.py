@@ -10,9 +10,10 @@ output layers (EDAC's initialisation), LayerNorm after every critic hidden layer
 the actor, Adam 1e-3 for both, batch 1024, tau 0.005, policy noise 0.2 clipped at 0.5, actor and
 targets updated every 2 critic steps, the actor's Q term divided by mean |Q|, no observation
 normalisation. The paper tunes the two penalty weights per dataset (actor 0.001-0.1, critic
-0-0.5 on D4RL MuJoCo); the defaults 0.01 and 0.01 are CORL's values for hopper-medium and
-halfcheetah-expert. unifloral (EmptyJackson/unifloral, algorithms/rebrac.py) uses the same
-networks, batch and learning rate.
+0-0.5 on D4RL MuJoCo; CORL's code defaults are 1 and 1); the defaults 0.05 and 0.5 are CORL's
+values for hopper-medium-replay. On the Pendulum suite the actor's weight trades poor data
+against expert data (a sweep in benchmarks/agents.md). unifloral (EmptyJackson/unifloral,
+algorithms/rebrac.py) uses the same networks, batch and learning rate.
 
 The critic's penalty needs the dataset's action at the next state, `Batch.next_actions`; where
 none is known (episode ends, truncations, online transitions) the target has no penalty.
@@ -56,8 +57,8 @@ class ReBRACConfig:
     critic_learning_rate: float = 1e-3  # Adam step size of the twin critics
     discount: float = 0.99  # gamma of the TD target
     tau: float = 0.005  # Polyak rate of the target networks
-    actor_bc_coef: float = 0.01  # beta_1: actor loss = beta_1 ||pi(s) - a||^2 - Q / mean|Q|
-    critic_bc_coef: float = 0.01  # beta_2: target penalty beta_2 ||a' - a'_dataset||^2
+    actor_bc_coef: float = 0.05  # beta_1: actor loss = beta_1 ||pi(s) - a||^2 - Q / mean|Q|
+    critic_bc_coef: float = 0.5  # beta_2: target penalty beta_2 ||a' - a'_dataset||^2
     actor_layer_norm: bool = False  # LayerNorm after each actor hidden layer
     critic_layer_norm: bool = True  # LayerNorm after each critic hidden layer
     normalize_q: bool = True  # divide the actor's Q term by mean |Q| (not differentiated)
