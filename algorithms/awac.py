@@ -25,6 +25,7 @@ from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
 from seqeval.algorithms.nets import (
     GaussianActor,
     StateActionEnsemble,
+    actor_critic_states,
     adam,
     advantage_weights,
     awr_actor_loss,
@@ -72,17 +73,14 @@ def init(config: AWACConfig, key: jax.Array, spaces: Spaces, stats: DatasetStats
          total_steps: int) -> AWACState:
     del total_steps  # constant learning rates
     actor, critic = _networks(config, spaces)
-    actor_key, critic_key = jax.random.split(key)
-    observations = jnp.zeros((1, spaces.observation_dim), jnp.float32)
-    actions = jnp.zeros((1, spaces.action_dim), jnp.float32)
-    critic_params = critic.init(critic_key, observations, actions)
+    actor_state, critic_state = actor_critic_states(
+        key, spaces, actor, critic, adam(config.actor_learning_rate),
+        adam(config.critic_learning_rate))
     mean, std = observation_stats(stats, config.normalize_observations)
     return AWACState(
-        actor=TrainState.create(apply_fn=actor.apply, params=actor.init(actor_key, observations),
-                                tx=adam(config.actor_learning_rate)),
-        critic=TrainState.create(apply_fn=critic.apply, params=critic_params,
-                                 tx=adam(config.critic_learning_rate)),
-        target_critic_params=critic_params,
+        actor=actor_state,
+        critic=critic_state,
+        target_critic_params=critic_state.params,
         observation_mean=mean,
         observation_std=std,
     )

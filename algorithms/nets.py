@@ -11,9 +11,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax.training.train_state import TrainState
 
 from seqeval.algorithms import cpu_layers
-from seqeval.algorithms.base import DatasetStats
+from seqeval.algorithms.base import DatasetStats, Spaces
 
 # ---------------------------------------------------------------------------------------------
 # Layers. On the CPU backend the dense products and critic ensembles use the layers of
@@ -130,6 +131,22 @@ def adam(learning_rate: float, total_steps: int | None = None) -> optax.Gradient
     if total_steps:
         return optax.adam(optax.cosine_decay_schedule(learning_rate, max(int(total_steps), 1)))
     return optax.adam(learning_rate)
+
+
+def actor_critic_states(key: jax.Array, spaces: Spaces, actor: nn.Module, critic: nn.Module,
+                        actor_optimizer: optax.GradientTransformation,
+                        critic_optimizer: optax.GradientTransformation
+                        ) -> tuple[TrainState, TrainState]:
+    """Train states of an actor (on observations) and a critic (on observations and actions),
+    their parameters initialised from two keys split from `key`."""
+    actor_key, critic_key = jax.random.split(key)
+    observations = jnp.zeros((1, spaces.observation_dim), jnp.float32)
+    actions = jnp.zeros((1, spaces.action_dim), jnp.float32)
+    return (TrainState.create(apply_fn=actor.apply, params=actor.init(actor_key, observations),
+                              tx=actor_optimizer),
+            TrainState.create(apply_fn=critic.apply,
+                              params=critic.init(critic_key, observations, actions),
+                              tx=critic_optimizer))
 
 
 def polyak(target: jax.Array, online: jax.Array, tau: float):

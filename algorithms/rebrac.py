@@ -3,17 +3,17 @@ loss, LayerNorm critics, deeper networks and large batches.
 
 Tarasov, Kurenkov, Nikulin & Kolesnikov, "Revisiting the Minimalist Approach to Offline
 Reinforcement Learning" (NeurIPS 2023), arXiv 2305.09836. Built on TD3+BC (td3_bc.py): the
-state, acting and exploration are TD3+BC's. Defaults follow CORL's ReBRAC (tinkoff-ai/CORL,
-algorithms/offline/rebrac.py and configs/offline/rebrac/*, the authors' code): 3x256 actor and
-twin critics with PyTorch-style fan-in uniform kernels, hidden biases 0.1 and small uniform
-output layers (EDAC's initialisation), LayerNorm after every critic hidden layer and none in
-the actor, Adam 1e-3 for both, batch 1024, tau 0.005, policy noise 0.2 clipped at 0.5, actor and
-targets updated every 2 critic steps, the actor's Q term divided by mean |Q|, no observation
-normalisation. The paper tunes the two penalty weights per dataset (actor 0.001-0.1, critic
-0-0.5 on D4RL MuJoCo; CORL's code defaults are 1 and 1); the defaults 0.05 and 0.5 are CORL's
-values for hopper-medium-replay. On the Pendulum suite the actor's weight trades poor data
-against expert data (a sweep in benchmarks/agents.md). unifloral (EmptyJackson/unifloral,
-algorithms/rebrac.py) uses the same networks, batch and learning rate.
+state, its initialisation, acting and exploration are TD3+BC's. Defaults follow CORL's ReBRAC
+(tinkoff-ai/CORL, algorithms/offline/rebrac.py and configs/offline/rebrac/*, the authors'
+code): 3x256 actor and twin critics with PyTorch-style fan-in uniform kernels, hidden biases
+0.1 and small uniform output layers (EDAC's initialisation), LayerNorm after every critic
+hidden layer and none in the actor, Adam 1e-3 for both, batch 1024, tau 0.005, policy noise 0.2
+clipped at 0.5, actor and targets updated every 2 critic steps, the actor's Q term divided by
+mean |Q|, no observation normalisation. The paper tunes the two penalty weights per dataset
+(actor 0.001-0.1, critic 0-0.5 on D4RL MuJoCo; CORL's code defaults are 1 and 1); the defaults
+0.05 and 0.5 are CORL's values for hopper-medium-replay. On the Pendulum suite the actor's
+weight trades poor data against expert data (a sweep in benchmarks/agents.md). unifloral
+(EmptyJackson/unifloral, algorithms/rebrac.py) uses the same networks, batch and learning rate.
 
 The critic's penalty needs the dataset's action at the next state, `Batch.next_actions`; where
 none is known (episode ends, truncations, online transitions) the target has no penalty.
@@ -25,21 +25,25 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from flax.training.train_state import TrainState
 
 from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
 from seqeval.algorithms.nets import (
     DeterministicActor,
     MLPOptions,
     StateActionEnsemble,
-    adam,
     ensemble_mse,
     normalize,
-    observation_stats,
-    polyak,
     td_target,
 )
-from seqeval.algorithms.td3_bc import TD3BCState, act, explore, smoothed_target_actions
+from seqeval.algorithms.td3_bc import (
+    TD3BCState,
+    act,
+    actor_and_target_step,
+    delayed_update,
+    explore,
+    initial_state,
+    smoothed_target_actions,
+)
 
 # EDAC's initialisation, as CORL's ReBRAC: U(+-1/sqrt(fan_in)) kernels, biases 0.1, and output
 # layers drawn from U(+-1e-3) (actor) and U(+-3e-3) (critics).
@@ -83,24 +87,7 @@ def _networks(config: ReBRACConfig, spaces: Spaces):
 def init(config: ReBRACConfig, key: jax.Array, spaces: Spaces, stats: DatasetStats,
          total_steps: int) -> ReBRACState:
     del total_steps  # constant learning rates
-    actor, critic = _networks(config, spaces)
-    actor_key, critic_key = jax.random.split(key)
-    observations = jnp.zeros((1, spaces.observation_dim), jnp.float32)
-    actions = jnp.zeros((1, spaces.action_dim), jnp.float32)
-    actor_params = actor.init(actor_key, observations)
-    critic_params = critic.init(critic_key, observations, actions)
-    mean, std = observation_stats(stats, config.normalize_observations)
-    return ReBRACState(
-        actor=TrainState.create(apply_fn=actor.apply, params=actor_params,
-                                tx=adam(config.actor_learning_rate)),
-        critic=TrainState.create(apply_fn=critic.apply, params=critic_params,
-                                 tx=adam(config.critic_learning_rate)),
-        target_actor_params=actor_params,
-        target_critic_params=critic_params,
-        observation_mean=mean,
-        observation_std=std,
-        actor_loss=jnp.float32(0.0),
-    )
+    return initial_state(config, key, spaces, stats, *_networks(config, spaces))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,26 +164,12 @@ def actor_step(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> ReBRAC
         return rebrac_actor_loss(q_policy, policy_actions, batch.actions, config.actor_bc_coef,
                                  config.normalize_q)
 
-    actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(state.actor.params)
-    actor = state.actor.apply_gradients(grads=actor_grads)
-    return state.replace(
-        actor=actor,
-        target_actor_params=polyak(state.target_actor_params, actor.params, config.tau),
-        target_critic_params=polyak(state.target_critic_params, state.critic.params, config.tau),
-        actor_loss=actor_loss,
-    )
+    return actor_and_target_step(config, state, actor_loss_fn)
 
 
 def update(config: ReBRACConfig, state: ReBRACState, batch: Batch, key: jax.Array):
-    state, critic_loss, q = critic_step(config, state, batch, key)
-    # TrainState.step counts critic updates; the actor follows on every policy_frequency-th
-    # (under vmap over seeds the cond becomes a select with the same result).
-    update_actor = state.critic.step % config.policy_frequency == 0
-    state = jax.lax.cond(update_actor, lambda s: actor_step(config, s, batch), lambda s: s,
-                         state)
-    metrics = {"critic_loss": critic_loss, "actor_loss": state.actor_loss,
-               "q_mean": jnp.mean(q)}
-    return state, metrics
+    """TD3's schedule: the critics every step, actor and targets every policy_frequency-th."""
+    return delayed_update(config, state, batch, key, critic_step, actor_step)
 
 
 def score(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> dict[str, jax.Array]:

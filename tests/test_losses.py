@@ -27,14 +27,19 @@ LAYER_NORM_OPTIONS = MLPOptions(layer_norm=True, kernel_init="fan_in_uniform", h
                                 output_scale=3e-3)
 
 
-def numpy_mlp(params: dict, x: np.ndarray) -> np.ndarray:
-    """A flax MLP (ReLU between Dense_0..Dense_k) evaluated with numpy."""
-    layers = params["MLP_0"]
-    names = sorted(layers, key=lambda name: int(name.split("_")[1]))
-    for i, name in enumerate(names):
-        x = x @ np.asarray(layers[name]["kernel"]) + np.asarray(layers[name]["bias"])
-        if i < len(names) - 1:
+def numpy_layer_mlp(layers: dict, x: np.ndarray) -> np.ndarray:
+    """An `MLP` (Dense_i, ReLU, and LayerNorm_i when present) evaluated with numpy."""
+    count = sum(name.startswith("Dense_") for name in layers)
+    for i in range(count):
+        dense = layers[f"Dense_{i}"]
+        x = x @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+        if i < count - 1:
             x = np.maximum(x, 0.0)
+            if f"LayerNorm_{i}" in layers:
+                norm = layers[f"LayerNorm_{i}"]
+                centred = x - x.mean(-1, keepdims=True)
+                x = centred / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+                x = x * np.asarray(norm["scale"]) + np.asarray(norm["bias"])
     return x
 
 
@@ -64,13 +69,14 @@ def test_td3_target_with_clipped_smoothing_noise_matches_numpy():
                                    jnp.asarray(next_obs), jnp.asarray(noise))
 
     actor_params = state.target_actor_params["params"]
-    next_actions = np.tanh(numpy_mlp(actor_params, next_obs))
+    next_actions = np.tanh(numpy_layer_mlp(actor_params["MLP_0"], next_obs))
     smoothing = np.clip(0.2 * noise, -0.5, 0.5)
     assert smoothing[0, 0] == 0.5 and smoothing[1, 0] == -0.5 and smoothing[2, 1] == 0.5
     next_actions = np.clip(next_actions + smoothing, -1.0, 1.0)
     critic_params = state.target_critic_params["params"]
     inputs = np.concatenate([next_obs, next_actions], axis=1)
-    twin_q = [numpy_mlp(jax.tree.map(lambda p, i=i: np.asarray(p)[i], critic_params), inputs)[:, 0]
+    twin_q = [numpy_layer_mlp(jax.tree.map(lambda p, i=i: np.asarray(p)[i], critic_params["MLP_0"]),
+                              inputs)[:, 0]
               for i in range(2)]
     expected = rewards + 0.99 * (1.0 - terminals) * np.minimum(*twin_q)
     np.testing.assert_allclose(np.asarray(target), expected, rtol=1e-5, atol=1e-6)
@@ -309,22 +315,6 @@ def test_mlp_initialisation_options_follow_their_definitions():
     assert last_kernel.std() == pytest.approx(3e-3 / np.sqrt(3), rel=0.2)
     with pytest.raises(ValueError, match="kernel_init"):
         MLPOptions(kernel_init="orthogonal")
-
-
-def numpy_layer_mlp(layers: dict, x: np.ndarray) -> np.ndarray:
-    """An `MLP` (Dense_i, ReLU, and LayerNorm_i when present) evaluated with numpy."""
-    count = sum(name.startswith("Dense_") for name in layers)
-    for i in range(count):
-        dense = layers[f"Dense_{i}"]
-        x = x @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
-        if i < count - 1:
-            x = np.maximum(x, 0.0)
-            if f"LayerNorm_{i}" in layers:
-                norm = layers[f"LayerNorm_{i}"]
-                centred = x - x.mean(-1, keepdims=True)
-                x = centred / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
-                x = x * np.asarray(norm["scale"]) + np.asarray(norm["bias"])
-    return x
 
 
 def test_rebrac_target_penalises_departure_from_the_datasets_next_action():
