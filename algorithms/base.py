@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seqeval.errors import UserError
 
@@ -44,17 +45,57 @@ BUILTIN_AGENTS: dict[str, str] = {
     "iql": "seqeval.algorithms.iql",
     "cql": "seqeval.algorithms.cql",
     "sac": "seqeval.algorithms.sac",
+    "rebrac": "seqeval.algorithms.rebrac",
+    "awac": "seqeval.algorithms.awac",
 }
 
 
-class Batch(NamedTuple):
-    """A batch of transitions; leading axis is the batch."""
-
+class _BatchFields(NamedTuple):
     observations: jax.Array  # (B, observation_dim) float32
     actions: jax.Array  # (B, action_dim) float32, in [-1, 1]
     rewards: jax.Array  # (B,) float32
     next_observations: jax.Array  # (B, observation_dim) float32
     terminals: jax.Array  # (B,) float32, 1.0 where the episode terminated (not truncated)
+    # (B, action_dim) float32: the dataset's action at next_observations (the next step of the
+    # same episode, in logged order); zeros where next_action_valid is 0.
+    next_actions: jax.Array
+    # (B,) float32: 1.0 where next_actions holds that action; 0.0 where none exists: at the
+    # end of an episode (terminated, truncated, or the last logged step) and for online
+    # transitions (the agent's next action is not yet known when they are stored).
+    next_action_valid: jax.Array
+
+
+_NOT_GIVEN: Any = object()
+
+
+def _zeros_like(like: Any) -> Any:
+    """float32 zeros shaped like `like`, of the same kind: a jax array (or tracer), a
+    jax.ShapeDtypeStruct, or a numpy array."""
+    if isinstance(like, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(tuple(like.shape), jnp.float32)
+    if isinstance(like, jax.Array):
+        return jnp.zeros(like.shape, jnp.float32)
+    return np.zeros(np.shape(like), np.float32)
+
+
+class Batch(_BatchFields):
+    """A batch of transitions; leading axis is the batch (a pytree: a named tuple of arrays).
+
+    Built without `next_actions`/`next_action_valid` (online collection, tests, synthetic
+    data), those are zeros: no next action is known for any transition.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, observations: Any, actions: Any, rewards: Any, next_observations: Any,
+                terminals: Any, next_actions: Any = _NOT_GIVEN,
+                next_action_valid: Any = _NOT_GIVEN) -> Batch:
+        if next_actions is _NOT_GIVEN:
+            next_actions = _zeros_like(actions)
+        if next_action_valid is _NOT_GIVEN:
+            next_action_valid = _zeros_like(rewards)
+        return super().__new__(cls, observations, actions, rewards, next_observations,
+                               terminals, next_actions, next_action_valid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +148,9 @@ class Agent:
     explore: ExploreFn | None = None  # default: act(..., deterministic=False)
     score: ScoreFn | None = None  # losses on unseen transitions, without training
     description: str = ""
+    # The algorithm's own batch size (ReBRAC: 1024), used unless the run sets --batch-size;
+    # None: the protocol's DEFAULT_BATCH_SIZE.
+    default_batch_size: int | None = None
 
     def explore_actions(self, config: Any, state: Any, observations: jax.Array,
                         key: jax.Array) -> jax.Array:
@@ -123,6 +167,20 @@ class Agent:
     def make_config(self, overrides: Mapping[str, str] | None = None) -> Any:
         """The default config with `overrides` (key -> string value) applied and type-checked."""
         return make_config(self.config_class, overrides or {}, agent_name=self.name)
+
+
+DEFAULT_BATCH_SIZE = 256  # the protocol's batch size (the SeqEval paper's) when neither the
+# run nor the agent chooses one
+
+
+def resolve_batch_size(agent: Agent, requested: int | None = None) -> int:
+    """The batch size a run uses: `requested` (--batch-size) when given, else the agent's
+    `default_batch_size`, else DEFAULT_BATCH_SIZE."""
+    if requested is not None:
+        return int(requested)
+    if agent.default_batch_size is not None:
+        return int(agent.default_batch_size)
+    return DEFAULT_BATCH_SIZE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,11 +274,16 @@ def _agent_from(obj: Any, where: str) -> Agent:
     return obj
 
 
+def _is_file_spec(spec: str) -> bool:
+    return spec.endswith(".py") or (":" in spec and spec.rpartition(":")[0].endswith(".py"))
+
+
 def _load_from_file(spec: str) -> Agent:
-    path_text, _, attribute = spec.rpartition(":")
+    """`path/to/file.py:NAME`, or `path/to/file.py` for its `AGENT`."""
+    path_text, attribute = (spec, "AGENT") if spec.endswith(".py") else spec.rsplit(":", 1)
     path = Path(path_text)
     if not path.is_file():
-        raise UserError(f"agent file '{path}' does not exist; use --agent path/to/file.py:NAME")
+        raise UserError(f"agent file '{path}' does not exist; use --agent path/to/file.py[:NAME]")
     module_name = f"seqeval_user_agent_{abs(hash(path.resolve()))}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     assert module_spec is not None and module_spec.loader is not None
@@ -228,7 +291,8 @@ def _load_from_file(spec: str) -> Agent:
     sys.modules[module_name] = module
     module_spec.loader.exec_module(module)
     if not hasattr(module, attribute):
-        raise UserError(f"agent file '{path}' defines no '{attribute}'; use --agent {path}:NAME")
+        raise UserError(f"agent file '{path}' defines no '{attribute}'; use --agent {path}:NAME "
+                        "with the name of its Agent")
     return _agent_from(getattr(module, attribute), f"'{spec}'")
 
 
@@ -243,8 +307,9 @@ def available_agents() -> list[str]:
 
 
 def get_agent(name: str) -> Agent:
-    """Find an agent: a built-in name, an entry point name, or `path/to/file.py:NAME`."""
-    if ":" in name and name.rpartition(":")[0].endswith(".py"):
+    """Find an agent: a built-in name, an entry point name, `path/to/file.py:NAME`, or
+    `path/to/file.py` (its `AGENT`)."""
+    if _is_file_spec(name):
         return _load_from_file(name)
     if name in BUILTIN_AGENTS and importlib.util.find_spec(BUILTIN_AGENTS[name]) is not None:
         return _agent_from(importlib.import_module(BUILTIN_AGENTS[name]), f"agent '{name}'")
@@ -253,5 +318,11 @@ def get_agent(name: str) -> Agent:
         return _agent_from(entry_points[name].load(), f"entry point '{name}'")
     known = ", ".join(available_agents())
     raise UserError(
-        f"unknown agent '{name}'; choose one of: {known} (or --agent path/to/file.py:NAME)"
+        f"unknown agent '{name}'; choose one of: {known} (or --agent path/to/file.py[:NAME])"
     )
+
+
+def agent_display_name(spec: str) -> str:
+    """The label of the agent `spec` names (in plots, reports, progress): its `Agent.name`,
+    whether it comes built in, from a package or from a file."""
+    return get_agent(spec).name

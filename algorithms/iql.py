@@ -23,6 +23,9 @@ from seqeval.algorithms.nets import (
     StateActionEnsemble,
     StateValue,
     adam,
+    advantage_weights,
+    awr_actor_loss,
+    clipped_gaussian_sample,
     ensemble_mse,
     gaussian_log_prob,
     normalize,
@@ -113,17 +116,6 @@ def expectile_loss(differences: jax.Array, expectile: float) -> jax.Array:
     return jnp.mean(weight * differences**2)
 
 
-def advantage_weights(advantages: jax.Array, temperature: float,
-                      max_weight: float) -> jax.Array:
-    """AWR weights min(exp(beta * A), max_weight)."""
-    return jnp.minimum(jnp.exp(temperature * advantages), max_weight)
-
-
-def awr_actor_loss(log_probs: jax.Array, weights: jax.Array) -> jax.Array:
-    """Advantage-weighted regression: -mean(w * log pi(a|s)); the weights carry no gradient."""
-    return -jnp.mean(jax.lax.stop_gradient(weights) * log_probs)
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -189,8 +181,7 @@ def act(config: IQLConfig, state: IQLState, observations: jax.Array, key: jax.Ar
     mean, log_std = state.actor.apply_fn(state.actor.params, _normalized(state, observations))
     if deterministic:
         return mean
-    noise = jax.random.normal(key, mean.shape, mean.dtype)
-    return jnp.clip(mean + jnp.exp(log_std) * noise, -1.0, 1.0)
+    return clipped_gaussian_sample(mean, log_std, key)
 
 
 def explore(config: IQLConfig, state: IQLState, observations: jax.Array,

@@ -2,71 +2,86 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax.training.train_state import TrainState
 
-from seqeval.algorithms.base import DatasetStats
+from seqeval.algorithms import cpu_layers
+from seqeval.algorithms.base import DatasetStats, Spaces
 
 # ---------------------------------------------------------------------------------------------
-# Dense layers. A layer's kernel gradient contracts its inputs and output gradients over the
-# batch: inputs^T @ grads. XLA's CPU backend hands that transposed form to a generic Eigen
-# kernel which is very slow when one side is skinny (an 11-wide observation layer, a 3-wide
-# action head, a 1-wide Q head): one 256x256 by 256x3 product took longer than a full
-# 256x256x256 matmul. Transposing the skinny operand first (a few KB) lets the fast kernel do
-# the product. The barriers keep XLA from folding those transposes back into the dot. Wide
-# layers keep XLA's own choice, which measured fastest (benchmarks/agents.md).
-
-SKINNY_WIDTH = 32  # layers with an input or output at most this wide take the explicit path
+# Layers. On the CPU backend the dense products and critic ensembles use the layers of
+# `seqeval.algorithms.cpu_layers` (a faster backward pass, feature-major ensembles; measured in
+# benchmarks/agents.md); elsewhere the plain layers. Both have the same parameter trees and
+# compute the same values, so a checkpoint moves between backends.
 
 
-@jax.custom_vjp
-def dense_matmul(inputs: jax.Array, kernel: jax.Array) -> jax.Array:
-    """inputs (..., in) @ kernel (in, out), with a kernel gradient fast for skinny layers."""
-    return inputs @ kernel
+def use_cpu_layers() -> bool:
+    """Whether layers built now use the CPU-tuned forms: on XLA's CPU backend."""
+    return jax.default_backend() == "cpu"
 
 
-def _dense_matmul_forward(inputs: jax.Array, kernel: jax.Array):
-    return inputs @ kernel, (inputs, kernel)
+KERNEL_INITS = ("lecun_normal", "fan_in_uniform")
 
 
-def _dense_matmul_backward(residuals, output_grads: jax.Array):
-    inputs, kernel = residuals
-    in_dim, out_dim = kernel.shape
-    rows = inputs.reshape(-1, in_dim)
-    grad_rows = output_grads.reshape(-1, out_dim)
-    barrier = jax.lax.optimization_barrier
-    if min(in_dim, out_dim) > SKINNY_WIDTH:
-        kernel_grad = rows.T @ grad_rows
-    elif in_dim <= out_dim:
-        kernel_grad = barrier(rows.T) @ grad_rows
+@dataclasses.dataclass(frozen=True)
+class MLPOptions:
+    """How an MLP's layers are built beyond their widths (defaults: flax's own)."""
+
+    layer_norm: bool = False  # LayerNorm after each hidden layer's ReLU (ReBRAC's critic)
+    # Kernels: "lecun_normal" (flax's default) or "fan_in_uniform", U(+-1/sqrt(fan_in)) as
+    # PyTorch's nn.Linear (CORL's and EDAC's JAX ports use it for ReBRAC).
+    kernel_init: str = "lecun_normal"
+    hidden_bias: float = 0.0  # initial value of every hidden layer's bias (ReBRAC: 0.1)
+    # The last layer's kernel and bias ~ U(-s, s) (ReBRAC: 1e-3 actor, 3e-3 critic); None:
+    # the last layer is initialised like the others, with a zero bias.
+    output_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kernel_init not in KERNEL_INITS:
+            raise ValueError(f"kernel_init '{self.kernel_init}' is not one of {KERNEL_INITS}")
+
+
+def symmetric_uniform(scale: float) -> Callable:
+    """An initialiser drawing U(-scale, scale)."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -scale, scale)
+
+    return init
+
+
+def layer_initializers(options: MLPOptions, output_layer: bool,
+                       batch_axis: tuple[int, ...] = ()) -> tuple[Callable, Callable]:
+    """(kernel_init, bias_init) of a hidden or the output layer; `batch_axis` names leading
+    member axes that are not part of a kernel's fan-in (ensembles)."""
+    if output_layer and options.output_scale is not None:
+        return symmetric_uniform(options.output_scale), symmetric_uniform(options.output_scale)
+    if options.kernel_init == "fan_in_uniform":
+        kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform",
+                                                  batch_axis=batch_axis)
     else:
-        kernel_grad = barrier(barrier(grad_rows.T) @ rows).T
-    return output_grads @ kernel.T, kernel_grad
-
-
-dense_matmul.defvjp(_dense_matmul_forward, _dense_matmul_backward)
-
-
-def _dense_dot_general(lhs, rhs, dimension_numbers, precision=None,
-                       preferred_element_type=None):
-    # The contraction nn.Dense asks for: the last axis of the inputs with the kernel's first.
-    (lhs_contracting, rhs_contracting), batch_dims = dimension_numbers
-    if (tuple(lhs_contracting), tuple(rhs_contracting)) != ((lhs.ndim - 1,), (0,)) or any(
-            batch_dims):
-        raise ValueError(f"dense_matmul cannot compute dot_general {dimension_numbers}")
-    return dense_matmul(lhs, rhs)
+        kernel = nn.initializers.lecun_normal(batch_axis=batch_axis)
+    if output_layer or options.hidden_bias == 0.0:
+        return kernel, nn.initializers.zeros
+    return kernel, nn.initializers.constant(options.hidden_bias)
 
 
 class Dense(nn.Dense):
-    """nn.Dense whose backward pass is `dense_matmul`'s (same parameters and names)."""
+    """nn.Dense (same parameters and names); on the CPU backend its product is
+    `cpu_layers.dense_matmul` (the same values with a faster backward pass)."""
 
-    dot_general: Any = _dense_dot_general
+    def __post_init__(self) -> None:
+        if self.dot_general is None and self.dot_general_cls is None and use_cpu_layers():
+            object.__setattr__(self, "dot_general", cpu_layers.dense_dot_general)
+        super().__post_init__()
 
 
 class MLP(nn.Module):
@@ -74,16 +89,17 @@ class MLP(nn.Module):
 
     hidden_dims: Sequence[int]
     output_dim: int
-    layer_norm: bool = False
+    options: MLPOptions = MLPOptions()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        kernel_init, bias_init = layer_initializers(self.options, output_layer=False)
         for width in self.hidden_dims:
-            x = Dense(width)(x)
-            if self.layer_norm:
+            x = nn.relu(Dense(width, kernel_init=kernel_init, bias_init=bias_init)(x))
+            if self.options.layer_norm:
                 x = nn.LayerNorm()(x)
-            x = nn.relu(x)
-        return Dense(self.output_dim)(x)
+        kernel_init, bias_init = layer_initializers(self.options, output_layer=True)
+        return Dense(self.output_dim, kernel_init=kernel_init, bias_init=bias_init)(x)
 
 
 class DeterministicActor(nn.Module):
@@ -91,10 +107,11 @@ class DeterministicActor(nn.Module):
 
     hidden_dims: Sequence[int]
     action_dim: int
+    options: MLPOptions = MLPOptions()
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
-        return jnp.tanh(MLP(self.hidden_dims, self.action_dim)(observations))
+        return jnp.tanh(MLP(self.hidden_dims, self.action_dim, self.options)(observations))
 
 
 def normalize(observations: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
@@ -152,6 +169,22 @@ def adam(learning_rate: float, total_steps: Any = None) -> optax.GradientTransfo
     return optax.chain(optax.scale_by_adam(), _scale_by_cosine_decay(learning_rate, total_steps))
 
 
+def actor_critic_states(key: jax.Array, spaces: Spaces, actor: nn.Module, critic: nn.Module,
+                        actor_optimizer: optax.GradientTransformation,
+                        critic_optimizer: optax.GradientTransformation
+                        ) -> tuple[TrainState, TrainState]:
+    """Train states of an actor (on observations) and a critic (on observations and actions),
+    their parameters initialised from two keys split from `key`."""
+    actor_key, critic_key = jax.random.split(key)
+    observations = jnp.zeros((1, spaces.observation_dim), jnp.float32)
+    actions = jnp.zeros((1, spaces.action_dim), jnp.float32)
+    return (TrainState.create(apply_fn=actor.apply, params=actor.init(actor_key, observations),
+                              tx=actor_optimizer),
+            TrainState.create(apply_fn=critic.apply,
+                              params=critic.init(critic_key, observations, actions),
+                              tx=critic_optimizer))
+
+
 def polyak(target: jax.Array, online: jax.Array, tau: float):
     """Soft target update: target <- (1 - tau) target + tau online (on whole pytrees)."""
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
@@ -167,87 +200,103 @@ class StateActionValue(nn.Module):
     """Q(s, a): an MLP on the concatenated observation and action; returns shape (...,)."""
 
     hidden_dims: Sequence[int]
+    options: MLPOptions = MLPOptions()
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
         inputs = jnp.concatenate([observations, actions], axis=-1)
-        return MLP(self.hidden_dims, 1)(inputs)[..., 0]
+        return MLP(self.hidden_dims, 1, self.options)(inputs)[..., 0]
 
 
 class StateValue(nn.Module):
     """V(s): an MLP on the observation; returns shape (...,)."""
 
     hidden_dims: Sequence[int]
+    options: MLPOptions = MLPOptions()
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
-        return MLP(self.hidden_dims, 1)(observations)[..., 0]
+        return MLP(self.hidden_dims, 1, self.options)(observations)[..., 0]
 
 
-@jax.custom_vjp
-def feature_major_dense(kernel: jax.Array, inputs: jax.Array) -> jax.Array:
-    """kernel (in, out) applied to feature-major inputs (in, rows): returns (out, rows).
-
-    Every product, forward and backward, is then one the fast CPU matmul kernel takes as it is
-    (the kernel's small transpose is made explicit; XLA would otherwise hand the whole
-    product to the slow transposed-operand path)."""
-    return jax.lax.optimization_barrier(kernel.T) @ inputs
-
-
-def _feature_major_dense_forward(kernel: jax.Array, inputs: jax.Array):
-    return feature_major_dense(kernel, inputs), (kernel, inputs)
-
-
-def _feature_major_dense_backward(residuals, output_grads: jax.Array):
-    kernel, inputs = residuals
-    return inputs @ output_grads.T, kernel @ output_grads
-
-
-feature_major_dense.defvjp(_feature_major_dense_forward, _feature_major_dense_backward)
-
-
-class _EnsembleDense(nn.Module):
-    """`size` dense layers on feature-major activations: (in, rows) or (size, in, rows) ->
-    (size, out, rows). Parameters as nn.Dense's with a leading member axis."""
+class EnsembleDense(nn.Module):
+    """`size` dense layers on row-major activations: (rows, in) or (size, rows, in) ->
+    (size, rows, out). Parameters as nn.Dense's with a leading member axis; the initialisers
+    receive the whole (size, in, out) / (size, out) shapes."""
 
     features: int
     size: int
+    kernel_init: Callable
+    bias_init: Callable
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        in_dim = inputs.shape[-2]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(batch_axis=(0,)),
-                            (self.size, in_dim, self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.size, self.features))
+        kernel = self.param("kernel", self.kernel_init,
+                            (self.size, inputs.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.size, self.features))
         shared = inputs.ndim == 2  # the first layer's input is the same for every member
-        outputs = jax.vmap(feature_major_dense, in_axes=(0, None if shared else 0))(kernel, inputs)
-        return outputs + bias[:, :, None]
+        outputs = jnp.einsum("ri,sio->sro" if shared else "sri,sio->sro", inputs, kernel)
+        return outputs + bias[:, None, :]
+
+
+class EnsembleLayerNorm(nn.Module):
+    """nn.LayerNorm of each member (parameters (size, width)), over `feature_axis`."""
+
+    size: int
+    feature_axis: int = -1  # -1: activations (size, rows, width); -2: (size, width, rows)
+    epsilon: float = 1e-6  # nn.LayerNorm's
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[self.feature_axis]
+        scale = self.param("scale", nn.initializers.ones, (self.size, width))
+        bias = self.param("bias", nn.initializers.zeros, (self.size, width))
+        mean = jnp.mean(x, axis=self.feature_axis, keepdims=True)
+        mean_square = jnp.mean(jnp.square(x), axis=self.feature_axis, keepdims=True)
+        variance = jnp.maximum(mean_square - jnp.square(mean), 0.0)
+        normalized = (x - mean) * jax.lax.rsqrt(variance + self.epsilon)
+        shape = (self.size, width, 1) if self.feature_axis == -2 else (self.size, 1, width)
+        return normalized * scale.reshape(shape) + bias.reshape(shape)
 
 
 class EnsembleMLP(nn.Module):
     """`size` independently initialised MLPs on the same inputs: (..., in) -> (size, ..., out).
 
-    Activations are kept feature-major, (size, width, rows), so that neither the forward
-    matmuls nor their gradients need a transposed copy of the activations: with many rows (CQL
-    sends 256 x 31 state-action pairs through its critics) those copies and XLA's transposed
-    matmuls cost more than the layout change, which measured 12-16% faster than `nn.vmap` over
-    row-major layers for that pass and the same for 256 rows (benchmarks/agents.md).
     The parameter tree is `MLP`'s with a leading member axis, so `member(params, i)` applies
-    with the plain row-major module.
+    with the plain `MLP` (and `StateActionValue`). On the CPU backend activations are kept
+    feature-major, (size, width, rows), with `cpu_layers.FeatureMajorEnsembleDense`: neither
+    the forward matmuls nor their gradients then need a transposed copy of the activations,
+    which measured 12-16% faster than row-major layers for CQL's critic pass and the same for
+    256 rows (benchmarks/agents.md). Elsewhere the layers are row-major einsums.
     """
 
     hidden_dims: Sequence[int]
     output_dim: int
     size: int
+    options: MLPOptions = MLPOptions()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         leading_shape = x.shape[:-1]
-        x = x.reshape(-1, x.shape[-1]).T
-        for index, width in enumerate(self.hidden_dims):
-            x = nn.relu(_EnsembleDense(width, self.size, name=f"Dense_{index}")(x))
-        x = _EnsembleDense(self.output_dim, self.size, name=f"Dense_{len(self.hidden_dims)}")(x)
-        return jnp.swapaxes(x, 1, 2).reshape(self.size, *leading_shape, self.output_dim)
+        x = x.reshape(-1, x.shape[-1])
+        feature_major = use_cpu_layers()
+        if feature_major:
+            x = x.T
+        dense = cpu_layers.FeatureMajorEnsembleDense if feature_major else EnsembleDense
+        widths = [*self.hidden_dims, self.output_dim]
+        for index, width in enumerate(widths):
+            output_layer = index == len(widths) - 1
+            kernel_init, bias_init = layer_initializers(self.options, output_layer,
+                                                        batch_axis=(0,))
+            x = dense(width, self.size, kernel_init, bias_init, name=f"Dense_{index}")(x)
+            if not output_layer:
+                x = nn.relu(x)
+                if self.options.layer_norm:
+                    x = EnsembleLayerNorm(self.size, -2 if feature_major else -1,
+                                          name=f"LayerNorm_{index}")(x)
+        if feature_major:
+            x = jnp.swapaxes(x, 1, 2)
+        return x.reshape(self.size, *leading_shape, self.output_dim)
 
 
 class StateActionEnsemble(nn.Module):
@@ -255,11 +304,13 @@ class StateActionEnsemble(nn.Module):
 
     hidden_dims: Sequence[int]
     size: int = 2
+    options: MLPOptions = MLPOptions()
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
         inputs = jnp.concatenate([observations, actions], axis=-1)
-        return EnsembleMLP(self.hidden_dims, 1, self.size, name="MLP_0")(inputs)[..., 0]
+        return EnsembleMLP(self.hidden_dims, 1, self.size, self.options,
+                           name="MLP_0")(inputs)[..., 0]
 
 
 def member(params: Any, index: int) -> Any:
@@ -284,10 +335,11 @@ class GaussianActor(nn.Module):
     action_dim: int
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    options: MLPOptions = MLPOptions()
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean = jnp.tanh(MLP(self.hidden_dims, self.action_dim)(observations))
+        mean = jnp.tanh(MLP(self.hidden_dims, self.action_dim, self.options)(observations))
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
         return mean, jnp.broadcast_to(log_std, mean.shape)
@@ -300,12 +352,20 @@ class TanhGaussianActor(nn.Module):
     action_dim: int
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    options: MLPOptions = MLPOptions()
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
-        outputs = MLP(self.hidden_dims, 2 * self.action_dim)(observations)
+        outputs = MLP(self.hidden_dims, 2 * self.action_dim, self.options)(observations)
         mean, log_std = jnp.split(outputs, 2, axis=-1)
         return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+def clipped_gaussian_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> jax.Array:
+    """A sample of N(mean, diag(exp(log_std))^2) clipped to the action bounds [-1, 1]
+    (IQL's and AWAC's stochastic actions)."""
+    noise = jax.random.normal(key, mean.shape, mean.dtype)
+    return jnp.clip(mean + jnp.exp(log_std) * noise, -1.0, 1.0)
 
 
 def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, actions: jax.Array) -> jax.Array:
@@ -360,6 +420,17 @@ def td_target(rewards: jax.Array, terminals: jax.Array, next_values: jax.Array,
 def ensemble_mse(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """Sum over ensemble members (leading axis) of each member's mean squared error."""
     return jnp.sum(jnp.mean((predictions - targets) ** 2, axis=tuple(range(1, predictions.ndim))))
+
+
+def advantage_weights(advantages: jax.Array, temperature: float,
+                      max_weight: float) -> jax.Array:
+    """AWR weights min(exp(temperature * A), max_weight) (IQL's beta; AWAC's 1 / lambda)."""
+    return jnp.minimum(jnp.exp(temperature * advantages), max_weight)
+
+
+def awr_actor_loss(log_probs: jax.Array, weights: jax.Array) -> jax.Array:
+    """Advantage-weighted regression: -mean(w * log pi(a|s)); the weights carry no gradient."""
+    return -jnp.mean(jax.lax.stop_gradient(weights) * log_probs)
 
 
 def gaussian_explore(actions: jax.Array, key: jax.Array, noise_std: float) -> jax.Array:

@@ -11,7 +11,9 @@ dataset's mean and std.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -22,6 +24,7 @@ from seqeval.algorithms.nets import (
     DeterministicActor,
     StateActionEnsemble,
     StateActionValue,
+    actor_critic_states,
     adam,
     ensemble_mse,
     gaussian_explore,
@@ -68,20 +71,21 @@ def _networks(config: TD3BCConfig, spaces: Spaces):
 def init(config: TD3BCConfig, key: jax.Array, spaces: Spaces, stats: DatasetStats,
          total_steps: int) -> TD3BCState:
     del total_steps  # constant learning rates
-    actor, critic = _networks(config, spaces)
-    actor_key, critic_key = jax.random.split(key)
-    observations = jnp.zeros((1, spaces.observation_dim), jnp.float32)
-    actions = jnp.zeros((1, spaces.action_dim), jnp.float32)
-    actor_params = actor.init(actor_key, observations)
-    critic_params = critic.init(critic_key, observations, actions)
+    return initial_state(config, key, spaces, stats, *_networks(config, spaces))
+
+
+def initial_state(config, key: jax.Array, spaces: Spaces, stats: DatasetStats,
+                  actor: nn.Module, critic: nn.Module) -> TD3BCState:
+    """Actor and twin critics with Adam, target networks equal to them (also ReBRAC's)."""
+    actor_state, critic_state = actor_critic_states(
+        key, spaces, actor, critic, adam(config.actor_learning_rate),
+        adam(config.critic_learning_rate))
     mean, std = observation_stats(stats, config.normalize_observations)
     return TD3BCState(
-        actor=TrainState.create(apply_fn=actor.apply, params=actor_params,
-                                tx=adam(config.actor_learning_rate)),
-        critic=TrainState.create(apply_fn=critic.apply, params=critic_params,
-                                 tx=adam(config.critic_learning_rate)),
-        target_actor_params=actor_params,
-        target_critic_params=critic_params,
+        actor=actor_state,
+        critic=critic_state,
+        target_actor_params=actor_state.params,
+        target_critic_params=critic_state.params,
         observation_mean=mean,
         observation_std=std,
         actor_loss=jnp.float32(0.0),
@@ -154,6 +158,12 @@ def actor_step(config: TD3BCConfig, state: TD3BCState, batch: Batch) -> TD3BCSta
         q_policy = first_critic.apply(first_params, observations, policy_actions)
         return td3_bc_actor_loss(q_policy, policy_actions, batch.actions, config.alpha)
 
+    return actor_and_target_step(config, state, actor_loss_fn)
+
+
+def actor_and_target_step(config, state: TD3BCState, actor_loss_fn: Callable) -> TD3BCState:
+    """A gradient step of the actor on `actor_loss_fn(params)` and the Polyak step of both
+    target networks (TD3's delayed update; also ReBRAC's)."""
     actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(state.actor.params)
     actor = state.actor.apply_gradients(grads=actor_grads)
     return state.replace(
@@ -164,7 +174,10 @@ def actor_step(config: TD3BCConfig, state: TD3BCState, batch: Batch) -> TD3BCSta
     )
 
 
-def update(config: TD3BCConfig, state: TD3BCState, batch: Batch, key: jax.Array):
+def delayed_update(config, state: TD3BCState, batch: Batch, key: jax.Array,
+                   critic_step: Callable, actor_step: Callable):
+    """TD3's schedule: `critic_step` on every call, `actor_step` (actor and targets) on every
+    policy_frequency-th; returns (state, metrics)."""
     state, critic_loss, q = critic_step(config, state, batch, key)
     # TrainState.step counts critic updates; the actor follows on every policy_frequency-th.
     # (Under vmap over seeds the predicate is batched and cond becomes select: both branches
@@ -175,6 +188,10 @@ def update(config: TD3BCConfig, state: TD3BCState, batch: Batch, key: jax.Array)
     metrics = {"critic_loss": critic_loss, "actor_loss": state.actor_loss,
                "q_mean": jnp.mean(q)}
     return state, metrics
+
+
+def update(config: TD3BCConfig, state: TD3BCState, batch: Batch, key: jax.Array):
+    return delayed_update(config, state, batch, key, critic_step, actor_step)
 
 
 def act(config: TD3BCConfig, state: TD3BCState, observations: jax.Array, key: jax.Array,

@@ -1,18 +1,24 @@
 """Gradient-update throughput of every agent on synthetic data shaped like D4RL hopper.
 
-Usage: .venv/bin/python benchmarks/bench_agents.py [--agents td3_bc,iql,cql,cql_2x256,bc]
-       [--seconds 20] [--rounds 5]
+Usage: .venv/bin/python benchmarks/bench_agents.py
+       [--agents td3_bc,iql,cql,cql_2x256,bc,rebrac,awac] [--seconds 20] [--rounds 5]
+       [--layers auto|cpu|plain]
 
 For each agent:
 - compile time of that program;
 - updates/s: the median (and best) over `--rounds` timed calls of about `--seconds`/rounds
   seconds each;
 - FLOPs per update from XLA's cost analysis of one update (a scan body is counted once, so the
-  update is analysed on its own; TD3+BC's delayed actor is counted once per policy_frequency);
+  update is analysed on its own; the delayed actor of TD3+BC and ReBRAC is counted once per
+  policy_frequency);
+- each agent at its own batch size (`resolve_batch_size`: 256, ReBRAC 1024);
 - achieved GFLOP/s and its ratio to a 4096x4096 float32 matmul. The machine's speed drifts
   (other tenants, clocks), so every timed agent call is paired with a matmul timing taken just
   before it, and the ratio is computed per pair; the median pair and the lowest are printed.
 `cql_2x256` is CQL with 2x256 networks, the size of the JAX reference quoted in issue 3.
+`--layers` picks the network layers: `auto` (the backend's choice: seqeval.algorithms.cpu_layers
+on CPU, the plain layers on GPU/TPU), or forces `cpu` or `plain` to compare the two on one
+backend.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from seqeval.agents import Batch, DatasetStats, Spaces, get_agent
-from seqeval.algorithms import td3_bc
+from seqeval.agents import Batch, DatasetStats, Spaces, get_agent, resolve_batch_size
+from seqeval.algorithms import nets, rebrac, td3_bc
 
-OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE, BATCH_SIZE = 11, 3, 1_000_000, 256
+OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE = 11, 3, 1_000_000
+DELAYED_ACTOR = {"td3_bc": td3_bc, "rebrac": rebrac}  # critic_step every step, actor_step less
 
 # name -> (registered agent, config overrides); defaults are the reference network sizes.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -40,22 +47,28 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "iql": ("iql", {}),
     "cql": ("cql", {}),
     "cql_2x256": ("cql", {"actor_hidden_dims": (256, 256), "critic_hidden_dims": (256, 256)}),
+    "rebrac": ("rebrac", {}),
+    "awac": ("awac", {}),
 }
 
 
 def synthetic_dataset(key: jax.Array) -> Batch:
-    keys = jax.random.split(key, 5)
+    keys = jax.random.split(key, 6)
+    terminals = (jax.random.uniform(keys[4], (DATASET_SIZE,)) < 0.01).astype(jnp.float32)
     return Batch(
         observations=jax.random.normal(keys[0], (DATASET_SIZE, OBSERVATION_DIM)),
         actions=jax.random.uniform(keys[1], (DATASET_SIZE, ACTION_DIM), minval=-1, maxval=1),
         rewards=jax.random.normal(keys[2], (DATASET_SIZE,)),
         next_observations=jax.random.normal(keys[3], (DATASET_SIZE, OBSERVATION_DIM)),
-        terminals=(jax.random.uniform(keys[4], (DATASET_SIZE,)) < 0.01).astype(jnp.float32),
+        terminals=terminals,
+        next_actions=jax.random.uniform(keys[5], (DATASET_SIZE, ACTION_DIM), minval=-1,
+                                        maxval=1),
+        next_action_valid=1.0 - terminals,
     )
 
 
-def sample(data: Batch, key: jax.Array) -> Batch:
-    rows = jax.random.randint(key, (BATCH_SIZE,), 0, DATASET_SIZE)
+def sample(data: Batch, key: jax.Array, batch_size: int) -> Batch:
+    rows = jax.random.randint(key, (batch_size,), 0, DATASET_SIZE)
     return jax.tree.map(lambda column: column[rows], data)
 
 
@@ -86,12 +99,13 @@ class MatmulReference:
 
 
 def flops_per_update(name: str, agent, config, state, batch, key) -> float:
-    if name.startswith("td3_bc"):
-        # The cost analysis counts a cond's branch in full; TD3+BC runs the actor branch only
-        # every policy_frequency-th step, so cost its two halves separately.
-        critic = cost_flops(lambda s, b, k: td3_bc.critic_step(config, s, b, k)[0],
+    if agent.name in DELAYED_ACTOR:
+        # The cost analysis counts a cond's branch in full; TD3+BC and ReBRAC run the actor
+        # branch only every policy_frequency-th step, so cost the two halves separately.
+        module = DELAYED_ACTOR[agent.name]
+        critic = cost_flops(lambda s, b, k: module.critic_step(config, s, b, k)[0],
                             state, batch, key)
-        actor = cost_flops(lambda s, b: td3_bc.actor_step(config, s, b), state, batch)
+        actor = cost_flops(lambda s, b: module.actor_step(config, s, b), state, batch)
         return critic + actor / config.policy_frequency
     return cost_flops(lambda s, b, k: agent.update(config, s, b, k), state, batch, key)
 
@@ -105,13 +119,15 @@ def bench_agent(name: str, data: Batch, seconds: float, rounds: int,
     stats = DatasetStats.identity(OBSERVATION_DIM)
     state = agent.init(config, jax.random.PRNGKey(0), spaces, stats, 1_000_000)
     key = jax.random.PRNGKey(1)
-    flops = flops_per_update(name, agent, config, state, sample(data, key), key)
+    batch_size = resolve_batch_size(agent)
+    flops = flops_per_update(name, agent, config, state, sample(data, key, batch_size), key)
 
     def train(state, key, data, num_updates):
         def step(carry, _):
             state, key = carry
             key, batch_key, update_key = jax.random.split(key, 3)
-            state, metrics = agent.update(config, state, sample(data, batch_key), update_key)
+            state, metrics = agent.update(config, state, sample(data, batch_key, batch_size),
+                                          update_key)
             return (state, key), metrics["critic_loss" if "critic_loss" in metrics
                                          else "actor_loss"]
 
@@ -143,7 +159,8 @@ def bench_agent(name: str, data: Batch, seconds: float, rounds: int,
         peaks.append(peak)
         ratios.append(flops * rate / 1e9 / peak)
     rate = statistics.median(rates)
-    return {"updates_per_s": rate, "best_updates_per_s": max(rates), "compile_s": compile_seconds,
+    return {"batch_size": batch_size, "updates_per_s": rate, "best_updates_per_s": max(rates),
+            "compile_s": compile_seconds,
             "gflop_per_update": flops / 1e9, "gflop_per_s": flops * rate / 1e9,
             "matmul_gflop_per_s": statistics.median(peaks),
             "ratio": statistics.median(ratios), "lowest_ratio": min(ratios),
@@ -152,23 +169,29 @@ def bench_agent(name: str, data: Batch, seconds: float, rounds: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", default="td3_bc,iql,cql,cql_2x256,bc")
+    parser.add_argument("--agents", default="td3_bc,iql,cql,cql_2x256,bc,rebrac,awac")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per agent")
     parser.add_argument("--rounds", type=int, default=5,
                         help="timed calls per agent, each paired with a matmul timing")
+    parser.add_argument("--layers", choices=("auto", "cpu", "plain"), default="auto",
+                        help="network layers: the backend's choice, or force one form")
     args = parser.parse_args()
+    if args.layers != "auto":
+        nets.use_cpu_layers = lambda: args.layers == "cpu"
 
     print(f"jax {jax.__version__} on {platform.processor() or platform.machine()}, "
-          f"{jax.devices()[0].platform}, {jax.local_device_count()} device(s)")
+          f"{jax.devices()[0].platform}, {jax.local_device_count()} device(s), "
+          f"{'CPU-tuned' if nets.use_cpu_layers() else 'plain'} layers")
     data = synthetic_dataset(jax.random.PRNGKey(0))
     reference = MatmulReference()
-    print(f"| {'agent':<10} | {'updates/s':>9} | {'best':>7} | {'compile s':>9} | "
+    print(f"| {'agent':<10} | {'batch':>5} | {'updates/s':>9} | {'best':>7} | {'compile s':>9} | "
           f"{'GFLOP/update':>12} | {'GFLOP/s':>7} | {'matmul GFLOP/s':>14} | "
           f"{'% matmul':>8} | {'lowest %':>8} |")
-    print("|" + "|".join(["---"] * 9) + "|")
+    print("|" + "|".join(["---"] * 10) + "|")
     for name in args.agents.split(","):
         r = bench_agent(name, data, args.seconds, args.rounds, reference)
-        print(f"| {name:<10} | {r['updates_per_s']:>9.1f} | {r['best_updates_per_s']:>7.1f} | "
+        print(f"| {name:<10} | {r['batch_size']:>5} | {r['updates_per_s']:>9.1f} | "
+              f"{r['best_updates_per_s']:>7.1f} | "
               f"{r['compile_s']:>9.2f} | {r['gflop_per_update']:>12.3f} | "
               f"{r['gflop_per_s']:>7.1f} | {r['matmul_gflop_per_s']:>14.0f} | "
               f"{100 * r['ratio']:>7.1f}% | {100 * r['lowest_ratio']:>7.1f}% |", flush=True)

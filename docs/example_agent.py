@@ -4,7 +4,7 @@ The policy is a = tanh(W s' + b) on standardised observations s', fitted to the 
 actions by mean squared error with Adam. It is deliberately small; docs/agents.md walks
 through it. Run it with
 
-    seqeval run --agent docs/example_agent.py:AGENT --dataset DATASET --out runs/linear \
+    seqeval run --agent docs/example_agent.py --dataset DATASET --out runs/linear \
         --agent.learning_rate 3e-3
 """
 

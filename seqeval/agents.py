@@ -3,33 +3,41 @@
     from seqeval.agents import Agent, Batch, DatasetStats, Spaces, MLP, adam, polyak, ...
 
 An agent is a config dataclass plus pure functions (`init`, `update`, `act`, and optionally
-`explore` and `score`) wrapped in an `Agent`; docs/agents.md describes the contract and the
-helpers. The built-in agents (seqeval/algorithms in the installed package, `algorithms/` in the
-repository) are written against exactly this module's names.
+`explore` and `score`) wrapped in an `Agent`; docs/agents.md describes the contract and lists
+every helper with its signature. The built-in agents (seqeval/algorithms in the installed
+package, `algorithms/` in the repository) are written against exactly this module's names.
 """
 
 from seqeval.algorithms.base import (
+    DEFAULT_BATCH_SIZE,
     ENTRY_POINT_GROUP,
     Agent,
     Batch,
     DatasetStats,
     Spaces,
+    agent_display_name,
     available_agents,
     config_to_dict,
     get_agent,
     make_config,
+    resolve_batch_size,
 )
+from seqeval.algorithms.checks import agent_fingerprint, check_agent
 from seqeval.algorithms.nets import (
     MLP,
     Dense,
     DeterministicActor,
     EnsembleMLP,
     GaussianActor,
+    MLPOptions,
     StateActionEnsemble,
     StateActionValue,
     StateValue,
     TanhGaussianActor,
     adam,
+    advantage_weights,
+    awr_actor_loss,
+    clipped_gaussian_sample,
     ensemble_mse,
     gaussian_explore,
     gaussian_log_prob,
@@ -43,10 +51,12 @@ from seqeval.algorithms.nets import (
 )
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "Agent", "Batch", "DatasetStats", "Spaces", "available_agents",
-    "config_to_dict", "get_agent", "make_config",
-    "MLP", "Dense", "DeterministicActor", "EnsembleMLP", "GaussianActor", "StateActionEnsemble",
-    "StateActionValue", "StateValue", "TanhGaussianActor", "adam", "ensemble_mse",
+    "DEFAULT_BATCH_SIZE", "ENTRY_POINT_GROUP", "Agent", "Batch", "DatasetStats", "Spaces",
+    "agent_display_name", "available_agents", "config_to_dict", "get_agent", "make_config",
+    "resolve_batch_size", "agent_fingerprint", "check_agent",
+    "MLP", "Dense", "DeterministicActor", "EnsembleMLP", "GaussianActor", "MLPOptions",
+    "StateActionEnsemble", "StateActionValue", "StateValue", "TanhGaussianActor", "adam",
+    "advantage_weights", "awr_actor_loss", "clipped_gaussian_sample", "ensemble_mse",
     "gaussian_explore", "gaussian_log_prob", "member", "normalize", "observation_stats",
     "polyak", "tanh_gaussian_log_prob", "tanh_gaussian_sample", "td_target",
 ]

@@ -68,9 +68,13 @@ def cmd_agents(args: argparse.Namespace) -> int:
 
     from seqeval.algorithms.base import available_agents, get_agent
 
-    for name in available_agents():
-        agent = get_agent(name)
-        print(f"{name}: {agent.description}")
+    for spec in args.agents or available_agents():
+        agent = get_agent(spec)
+        label = agent.name if agent.name == spec else f"{agent.name} ({spec})"
+        print(f"{label}: {agent.description}")
+        if agent.default_batch_size is not None:
+            print(f"    batch size {agent.default_batch_size} (the agent's; --batch-size "
+                  "overrides)")
         for field in dataclasses.fields(agent.config_class):
             print(f"    --agent.{field.name} {field.default!r}")
     return 0
@@ -109,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser.set_defaults(func=cmd_plot)
 
     agents_parser = sub.add_parser("agents", help="list agents and their settings")
+    agents_parser.add_argument("agents", nargs="*", metavar="AGENT",
+                               help="only these (a name, path/to/file.py or file.py:NAME); "
+                                    "default: every installed agent")
     agents_parser.set_defaults(func=cmd_agents)
 
     demo_parser = sub.add_parser("demo", help="build Pendulum datasets and compare every agent")

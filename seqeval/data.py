@@ -69,6 +69,21 @@ class OfflineData:
     def has_reference_scores(self) -> bool:
         return self.ref_min_score is not None and self.ref_max_score is not None
 
+    def next_action_rows(self) -> np.ndarray:
+        """(N,) int64: for each transition, the row of the same episode's next transition
+        (whose action is the one taken at this transition's next observation), or -1 where
+        there is none: the episode ends here (terminated, truncated, or its last logged step)
+        or the next row does not start at this transition's next observation."""
+        rows = np.arange(1, self.size + 1, dtype=np.int64)
+        ends = self.terminations | self.truncations
+        ends[self.episode_starts[self.episode_starts > 0] - 1] = True
+        if self.size:
+            ends[-1] = True
+            chained = np.all(self.next_observations[:-1] == self.observations[1:], axis=1)
+            ends[:-1] |= ~chained
+        rows[ends] = -1
+        return rows
+
     def episode_returns(self) -> np.ndarray:
         """Undiscounted return of every episode in the dataset."""
         return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)

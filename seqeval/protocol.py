@@ -66,15 +66,25 @@ def online_schedule(online_steps: int, eval_every: int) -> list[tuple[int, int]]
 
 
 def device_dataset(data: OfflineData) -> Batch:
-    """The dataset as one device-resident Batch, actions rescaled to [-1, 1]."""
+    """The dataset as one device-resident Batch in logged order, actions rescaled to [-1, 1].
+
+    Each row carries its episode's next action (`OfflineData.next_action_rows`), so a batch
+    gathered through any permutation still has it.
+    """
     low, high = data.action_low, data.action_high
-    scaled = 2.0 * (data.actions - low) / (high - low) - 1.0
+    actions = np.clip(2.0 * (data.actions - low) / (high - low) - 1.0, -1.0, 1.0)
+    actions = actions.astype(np.float32)
+    next_rows = data.next_action_rows()
+    has_next = next_rows >= 0
+    next_actions = np.where(has_next[:, None], actions[np.maximum(next_rows, 0)], 0.0)
     return Batch(
         observations=jnp.asarray(data.observations),
-        actions=jnp.asarray(np.clip(scaled, -1.0, 1.0), jnp.float32),
+        actions=jnp.asarray(actions),
         rewards=jnp.asarray(data.rewards),
         next_observations=jnp.asarray(data.next_observations),
         terminals=jnp.asarray(data.terminations, jnp.float32),
+        next_actions=jnp.asarray(next_actions, jnp.float32),
+        next_action_valid=jnp.asarray(has_next, jnp.float32),
     )
 
 
@@ -96,14 +106,17 @@ def gather(data: Batch, order: jax.Array, positions: jax.Array,
     """Transitions at buffer `positions` of one seed.
 
     Position p < N holds dataset row order[p]; with an online phase, position N + i holds the
-    seed's i-th environment transition, `online[i]`.
+    seed's i-th environment transition, `online[i]`, which has no next action (mask 0).
     """
     size = order.shape[0]
     offline = jax.tree.map(lambda column: column[order[jnp.minimum(positions, size - 1)]], data)
     if online is None:
         return offline
     online_rows = jnp.maximum(positions - size, 0)
-    from_online = jax.tree.map(lambda column: column[online_rows], online)
+    from_online = jax.tree.map(lambda column: column[online_rows], online)._replace(
+        next_actions=jnp.zeros_like(offline.next_actions),
+        next_action_valid=jnp.zeros_like(offline.next_action_valid),
+    )
     is_online = positions >= size
     return jax.tree.map(
         lambda a, b: jnp.where(is_online.reshape((-1,) + (1,) * (a.ndim - 1)), b, a),

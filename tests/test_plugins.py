@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import EXPERT
 
-from seqeval.agents import ENTRY_POINT_GROUP, available_agents, get_agent
+from seqeval.agents import (
+    ENTRY_POINT_GROUP,
+    agent_display_name,
+    agent_fingerprint,
+    available_agents,
+    get_agent,
+)
+from seqeval.algorithms.checks import agent_source_files
 from seqeval.cli import main
 from seqeval.results import read_evaluations
 
@@ -98,3 +105,54 @@ def test_bad_agent_specs_exit_2_with_one_line(store, tmp_path, capsys, spec, mes
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_a_file_agent_is_named_by_its_agent_name_and_defaults_to_AGENT(store, tmp_path, capsys):
+    assert get_agent(str(EXAMPLE)).name == "linear_bc"
+    assert agent_display_name(f"{EXAMPLE}:AGENT") == "linear_bc"
+    assert agent_display_name("td3_bc") == "td3_bc"
+    out = tmp_path / "linear"
+    code = main(["run", "--agent", str(EXAMPLE), "--dataset", EXPERT, "--out", str(out), *FAST])
+    assert code == 0, capsys.readouterr().err
+    assert len(read_evaluations(out)) == 2
+    # `seqeval agents SPEC` lists only that agent, under its own name.
+    capsys.readouterr()
+    assert main(["agents", f"{EXAMPLE}:AGENT"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith(f"linear_bc ({EXAMPLE}:AGENT): linear behavioural cloning")
+    assert "--agent.learning_rate 0.01" in listing and "td3_bc" not in listing
+
+
+def test_agents_listing_shows_an_agents_own_batch_size(capsys):
+    assert main(["agents", "rebrac", "bc"]) == 0
+    listing = capsys.readouterr().out
+    assert "rebrac: " in listing and "batch size 1024" in listing
+    assert listing.count("batch size") == 1  # bc keeps the protocol's
+
+
+def test_fingerprint_follows_a_file_agents_source(tmp_path):
+    copy = tmp_path / "agent.py"
+    copy.write_text(EXAMPLE.read_text())
+    first = agent_fingerprint(get_agent(str(copy)))
+    assert agent_fingerprint(get_agent(f"{copy}:AGENT")) == first  # same code, same print
+    copy.write_text(EXAMPLE.read_text().replace("learning_rate: float = 1e-2",
+                                                "learning_rate: float = 2e-2"))
+    assert agent_fingerprint(get_agent(str(copy))) != first
+
+
+def test_fingerprint_of_builtin_agents_is_their_module_file():
+    bc, td3 = get_agent("bc"), get_agent("td3_bc")
+    assert agent_fingerprint(bc) == agent_fingerprint(get_agent("bc"))
+    assert agent_fingerprint(bc) != agent_fingerprint(td3)
+    files, label = agent_source_files(td3)
+    assert [path.name for path in files.values()] == ["td3_bc.py"] and label == ""
+
+
+def test_fingerprint_of_an_entry_point_agent_covers_its_package(installed_plugin):
+    agent = get_agent("mean_action")
+    files, label = agent_source_files(agent)
+    assert sorted(files) == ["seqeval_mean_action/__init__.py"]
+    assert label == "seqeval-mean-action==0.1.0"
+    before = agent_fingerprint(agent)
+    (installed_plugin / "seqeval_mean_action" / "helpers.py").write_text("SCALE = 2\n")
+    assert agent_fingerprint(agent) != before

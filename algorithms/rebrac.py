@@ -1,0 +1,201 @@
+"""ReBRAC: TD3+BC with a behaviour-cloning penalty in the critic's target as well as the actor's
+loss, LayerNorm critics, deeper networks and large batches.
+
+Tarasov, Kurenkov, Nikulin & Kolesnikov, "Revisiting the Minimalist Approach to Offline
+Reinforcement Learning" (NeurIPS 2023), arXiv 2305.09836. Built on TD3+BC (td3_bc.py): the
+state, its initialisation, acting and exploration are TD3+BC's. Defaults follow CORL's ReBRAC
+(tinkoff-ai/CORL, algorithms/offline/rebrac.py and configs/offline/rebrac/*, the authors'
+code): 3x256 actor and twin critics with PyTorch-style fan-in uniform kernels, hidden biases
+0.1 and small uniform output layers (EDAC's initialisation), LayerNorm after every critic
+hidden layer and none in the actor, Adam 1e-3 for both, batch 1024, tau 0.005, policy noise 0.2
+clipped at 0.5, actor and targets updated every 2 critic steps, the actor's Q term divided by
+mean |Q|, no observation normalisation. The paper tunes the two penalty weights per dataset
+(actor 0.001-0.1, critic 0-0.5 on D4RL MuJoCo; CORL's code defaults are 1 and 1); the defaults
+0.05 and 0.5 are CORL's values for hopper-medium-replay. On the Pendulum suite the actor's
+weight trades poor data against expert data (a sweep in benchmarks/agents.md). unifloral
+(EmptyJackson/unifloral, algorithms/rebrac.py) uses the same networks, batch and learning rate.
+
+The critic's penalty needs the dataset's action at the next state, `Batch.next_actions`; where
+none is known (episode ends, truncations, online transitions) the target has no penalty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.nets import (
+    DeterministicActor,
+    MLPOptions,
+    StateActionEnsemble,
+    ensemble_mse,
+    normalize,
+    td_target,
+)
+from seqeval.algorithms.td3_bc import (
+    TD3BCState,
+    act,
+    actor_and_target_step,
+    delayed_update,
+    explore,
+    initial_state,
+    smoothed_target_actions,
+)
+
+# EDAC's initialisation, as CORL's ReBRAC: U(+-1/sqrt(fan_in)) kernels, biases 0.1, and output
+# layers drawn from U(+-1e-3) (actor) and U(+-3e-3) (critics).
+HIDDEN_INIT = {"kernel_init": "fan_in_uniform", "hidden_bias": 0.1}
+ACTOR_OUTPUT_SCALE = 1e-3
+CRITIC_OUTPUT_SCALE = 3e-3
+REFERENCE_BATCH_SIZE = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ReBRACConfig:
+    actor_hidden_dims: tuple[int, ...] = (256, 256, 256)  # actor MLP widths
+    critic_hidden_dims: tuple[int, ...] = (256, 256, 256)  # widths of each twin critic
+    actor_learning_rate: float = 1e-3  # Adam step size of the actor
+    critic_learning_rate: float = 1e-3  # Adam step size of the twin critics
+    discount: float = 0.99  # gamma of the TD target
+    tau: float = 0.005  # Polyak rate of the target networks
+    actor_bc_coef: float = 0.05  # beta_1: actor loss = beta_1 ||pi(s) - a||^2 - Q / mean|Q|
+    critic_bc_coef: float = 0.5  # beta_2: target penalty beta_2 ||a' - a'_dataset||^2
+    actor_layer_norm: bool = False  # LayerNorm after each actor hidden layer
+    critic_layer_norm: bool = True  # LayerNorm after each critic hidden layer
+    normalize_q: bool = True  # divide the actor's Q term by mean |Q| (not differentiated)
+    policy_noise: float = 0.2  # std of the target policy smoothing noise
+    noise_clip: float = 0.5  # the smoothing noise is clipped to [-noise_clip, noise_clip]
+    policy_frequency: int = 2  # actor and target networks update every this many critic steps
+    normalize_observations: bool = False  # standardise observations (CORL's MuJoCo configs don't)
+    exploration_noise: float = 0.1  # std of Gaussian action noise when acting online
+
+
+ReBRACState = TD3BCState  # actor, twin critics, both target networks, statistics, actor loss
+
+
+def _networks(config: ReBRACConfig, spaces: Spaces):
+    actor = DeterministicActor(config.actor_hidden_dims, spaces.action_dim, MLPOptions(
+        layer_norm=config.actor_layer_norm, output_scale=ACTOR_OUTPUT_SCALE, **HIDDEN_INIT))
+    critic = StateActionEnsemble(config.critic_hidden_dims, 2, MLPOptions(
+        layer_norm=config.critic_layer_norm, output_scale=CRITIC_OUTPUT_SCALE, **HIDDEN_INIT))
+    return actor, critic
+
+
+def init(config: ReBRACConfig, key: jax.Array, spaces: Spaces, stats: DatasetStats,
+         total_steps: int) -> ReBRACState:
+    del total_steps  # constant learning rates
+    return initial_state(config, key, spaces, stats, *_networks(config, spaces))
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (pure functions of arrays; tests check them against numpy).
+
+
+def behaviour_penalty(actions: jax.Array, dataset_actions: jax.Array) -> jax.Array:
+    """||a - a_dataset||^2 per transition (summed over the action axis, as the paper)."""
+    return jnp.sum((actions - dataset_actions) ** 2, axis=-1)
+
+
+def rebrac_critic_target(rewards: jax.Array, terminals: jax.Array, next_q: jax.Array,
+                         next_actions: jax.Array, dataset_next_actions: jax.Array,
+                         next_action_valid: jax.Array, discount: float,
+                         critic_bc_coef: float) -> jax.Array:
+    """r + gamma (1 - done) (min Q'(s', a') - beta_2 ||a' - a'_dataset||^2), a' the smoothed
+    target action; the penalty only where the dataset's next action is known."""
+    penalty = next_action_valid * behaviour_penalty(next_actions, dataset_next_actions)
+    return td_target(rewards, terminals, next_q - critic_bc_coef * penalty, discount)
+
+
+def rebrac_actor_loss(q: jax.Array, policy_actions: jax.Array, actions: jax.Array,
+                      actor_bc_coef: float, normalize_q: bool) -> jax.Array:
+    """mean(beta_1 ||pi(s) - a||^2 - lambda Q(s, pi(s))), lambda = 1 / mean|Q| (not
+    differentiated) when `normalize_q`, else 1."""
+    lam = 1.0 / jax.lax.stop_gradient(jnp.mean(jnp.abs(q))) if normalize_q else 1.0
+    return jnp.mean(actor_bc_coef * behaviour_penalty(policy_actions, actions) - lam * q)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalized(state: ReBRACState, observations: jax.Array) -> jax.Array:
+    return normalize(observations, state.observation_mean, state.observation_std)
+
+
+def _critic_target(config: ReBRACConfig, state: ReBRACState, batch: Batch,
+                   next_observations: jax.Array, noise: jax.Array | None) -> jax.Array:
+    next_actions = state.actor.apply_fn(state.target_actor_params, next_observations)
+    if noise is not None:
+        next_actions = smoothed_target_actions(next_actions, noise, config.policy_noise,
+                                               config.noise_clip)
+    next_q = state.critic.apply_fn(state.target_critic_params, next_observations, next_actions)
+    return rebrac_critic_target(batch.rewards, batch.terminals, jnp.min(next_q, axis=0),
+                                next_actions, batch.next_actions, batch.next_action_valid,
+                                config.discount, config.critic_bc_coef)
+
+
+def critic_step(config: ReBRACConfig, state: ReBRACState, batch: Batch, key: jax.Array):
+    """One twin-critic update (every step); returns (state, critic loss, Q on the batch)."""
+    observations = _normalized(state, batch.observations)
+    next_observations = _normalized(state, batch.next_observations)
+    noise = jax.random.normal(key, batch.actions.shape, batch.actions.dtype)
+    target = _critic_target(config, state, batch, next_observations, noise)
+
+    def critic_loss_fn(params):
+        q = state.critic.apply_fn(params, observations, batch.actions)
+        return ensemble_mse(q, target), q
+
+    (critic_loss, q), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+        state.critic.params)
+    return state.replace(critic=state.critic.apply_gradients(grads=grads)), critic_loss, q
+
+
+def actor_step(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> ReBRACState:
+    """One delayed actor update (on the smaller Q of the twins) and the Polyak step of both
+    target networks."""
+    observations = _normalized(state, batch.observations)
+
+    def actor_loss_fn(params):
+        policy_actions = state.actor.apply_fn(params, observations)
+        q_policy = jnp.min(state.critic.apply_fn(state.critic.params, observations,
+                                                 policy_actions), axis=0)
+        return rebrac_actor_loss(q_policy, policy_actions, batch.actions, config.actor_bc_coef,
+                                 config.normalize_q)
+
+    return actor_and_target_step(config, state, actor_loss_fn)
+
+
+def update(config: ReBRACConfig, state: ReBRACState, batch: Batch, key: jax.Array):
+    """TD3's schedule: the critics every step, actor and targets every policy_frequency-th."""
+    return delayed_update(config, state, batch, key, critic_step, actor_step)
+
+
+def score(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> dict[str, jax.Array]:
+    """Prequential signal on unseen transitions: the actor's action MSE and the critics'
+    squared TD error against ReBRAC's penalised target (no smoothing noise: score takes no
+    key)."""
+    observations = _normalized(state, batch.observations)
+    next_observations = _normalized(state, batch.next_observations)
+    predicted = state.actor.apply_fn(state.actor.params, observations)
+    target = _critic_target(config, state, batch, next_observations, None)
+    q = state.critic.apply_fn(state.critic.params, observations, batch.actions)
+    return {
+        "action_mse": jnp.mean((predicted - batch.actions) ** 2),
+        "td_error": jnp.mean((q - target) ** 2),
+    }
+
+
+AGENT = Agent(
+    name="rebrac",
+    config_class=ReBRACConfig,
+    init=init,
+    update=update,
+    act=act,  # TD3+BC's: the deterministic actor
+    explore=explore,  # TD3+BC's: the deterministic action plus Gaussian noise
+    score=score,
+    description="ReBRAC (Tarasov et al. 2023): TD3+BC with actor and critic BC penalties, "
+                "LayerNorm critics, batch 1024",
+    default_batch_size=REFERENCE_BATCH_SIZE,
+)
