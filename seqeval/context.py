@@ -20,7 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqeval import protocol
-from seqeval.algorithms.base import Agent, Batch, Spaces, config_to_dict, get_agent
+from seqeval.algorithms.base import (
+    Agent,
+    Batch,
+    Spaces,
+    config_to_dict,
+    get_agent,
+    resolve_batch_size,
+)
+from seqeval.algorithms.checks import agent_fingerprint, check_agent
 from seqeval.data import OfflineData, load_datasets
 from seqeval.errors import DivergenceError, UserError
 from seqeval.results import RunDir
@@ -40,6 +48,7 @@ class RunContext:
     init_keys: jax.Array  # (seeds, 2)
     train_keys: jax.Array  # (seeds, 2)
     initial_size: int  # T0
+    batch_size: int  # --batch-size, else the agent's own, else 256
     spaces: Spaces
     run_dir: RunDir
     stop: StopRequest
@@ -51,6 +60,8 @@ class RunContext:
         return {
             "agent": settings.agent,
             "agent_name": self.agent.name,
+            # a resumed run refuses agent code that changed since it started
+            "agent_fingerprint": agent_fingerprint(self.agent),
             "dataset": settings.dataset,
             "mode": settings.mode,
             "protocol": {
@@ -59,7 +70,7 @@ class RunContext:
                 "steps_per_increment": settings.steps_per_increment,
                 "eval_every": settings.eval_every,
                 "eval_episodes": settings.eval_episodes,
-                "batch_size": settings.batch_size,
+                "batch_size": self.batch_size,
                 "seeds": settings.seeds,
                 "window": settings.window,
                 "online_steps": settings.online_steps,
@@ -77,7 +88,7 @@ class RunContext:
 
         settings = self.settings
         return tqdm(total=total, initial=initial, unit=unit, disable=not settings.progress,
-                    desc=f"{settings.agent} on {settings.dataset} ({settings.mode})",
+                    desc=f"{self.agent.name} on {settings.dataset} ({settings.mode})",
                     dynamic_ncols=True)
 
     def check_finite(self, finite: np.ndarray, members: list[int], samples: int,
@@ -201,10 +212,18 @@ def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     keys = [protocol.seed_keys(s) for s in settings.seeds]
     permutation_keys, init_keys, train_keys = (jnp.stack(k) for k in zip(*keys, strict=True))
     orders = jax.vmap(lambda k: protocol.block_permutation(k, block_sizes))(permutation_keys)
+    device_data = protocol.device_dataset(data)
+    spaces = Spaces(data.observation_dim, data.action_dim)
+    batch_size = resolve_batch_size(agent, settings.batch_size)
+    # The agent's contract (shapes, pytrees, scalar metrics, actions in [-1, 1]) is checked
+    # once, abstractly plus one real batch, so a broken plug-in fails here in one line rather
+    # than deep inside a compiled program.
+    sample = protocol.gather(device_data, orders[0], jnp.arange(min(64, data.size)))
+    check_agent(agent, agent_config, spaces, protocol.dataset_stats(data), batch_size,
+                sample=sample)
     return RunContext(
         settings=settings, agent=agent, agent_config=agent_config, data=data,
-        device_data=protocol.device_dataset(data), orders=orders, init_keys=init_keys,
-        train_keys=train_keys, initial_size=initial_size,
-        spaces=Spaces(data.observation_dim, data.action_dim), run_dir=RunDir(settings.out),
-        stop=stop,
+        device_data=device_data, orders=orders, init_keys=init_keys,
+        train_keys=train_keys, initial_size=initial_size, batch_size=batch_size,
+        spaces=spaces, run_dir=RunDir(settings.out), stop=stop,
     )

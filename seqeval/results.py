@@ -486,7 +486,18 @@ class RunDir:
         """Prepare the (locked) directory for `config`; True when it holds a run to resume."""
         existing = self.read_config()
         if existing is not None:
-            if existing != json.loads(json.dumps(config)):
+            wanted = json.loads(json.dumps(config))
+            code = "agent_fingerprint"
+            if existing.get(code) != wanted.get(code) and (
+                    {k: v for k, v in existing.items() if k != code}
+                    == {k: v for k, v in wanted.items() if k != code}):
+                raise UserError(
+                    f"'{self.path}' was started with other code of agent "
+                    f"'{wanted.get('agent_name')}' (fingerprint {existing.get(code)}, now "
+                    f"{wanted.get(code)}); resuming would mix two versions: restore that code, or "
+                    "start fresh with another --out (or delete the run directory)"
+                )
+            if existing != wanted:
                 raise UserError(
                     f"'{self.path}' holds a run with a different config; choose another --out "
                     "or delete it"

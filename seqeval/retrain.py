@@ -84,7 +84,7 @@ def run_retrain(context: RunContext) -> dict:
         segment_steps = min(RETRAIN_SEGMENT_STEPS, longest)
         segments = math.ceil(longest / segment_steps)
         train = protocol.make_retrain_trainer(context.agent, context.agent_config,
-                                              protocol.RetrainTraining(settings.batch_size,
+                                              protocol.RetrainTraining(context.batch_size,
                                                                        segment_steps,
                                                                        settings.window))
         bar = context.progress_bar(longest, progress.gradient_steps, "steps")

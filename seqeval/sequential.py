@@ -82,11 +82,11 @@ class _Sequential:
         longest = max(c.num_increments for c in chunks)
         if self.full_mode:
             self.offline_train = protocol.make_full_data_trainer(agent, config,
-                protocol.FullDataTraining(settings.batch_size, settings.steps_per_increment,
+                protocol.FullDataTraining(context.batch_size, settings.steps_per_increment,
                                           longest))
         else:
             self.offline_train = protocol.make_sequential_trainer(agent, config,
-                protocol.SequentialTraining(settings.batch_size, settings.increment,
+                protocol.SequentialTraining(context.batch_size, settings.increment,
                                             settings.steps_per_increment, longest,
                                             settings.window))
         self.scorer = None
@@ -100,7 +100,7 @@ class _Sequential:
         self.collector = None
         if settings.online_steps:
             self.online_train = protocol.make_online_trainer(agent, config,
-                protocol.OnlineTraining(settings.batch_size, settings.updates_per_env_step,
+                protocol.OnlineTraining(context.batch_size, settings.updates_per_env_step,
                                         settings.online_block, settings.window))
             self.collector = OnlineCollector(make_env, settings.seeds, context.data.action_low,
                                              context.data.action_high)

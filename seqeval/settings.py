@@ -84,8 +84,9 @@ class RunSettings:
         "f_e, evaluate whenever the samples cross a multiple of this"))
     eval_episodes: int = dataclasses.field(default=10, metadata=flag(
         "deterministic-policy episodes per evaluation and seed"))
-    batch_size: int = dataclasses.field(default=256, metadata=flag(
-        "transitions per gradient step"))
+    batch_size: int | None = dataclasses.field(default=None, metadata=flag(
+        "transitions per gradient step", default_text="the agent's own (see 'seqeval agents'), "
+        "else 256"))
     seed: int = dataclasses.field(default=0, metadata=flag("first seed"))
     num_seeds: int = dataclasses.field(default=1, metadata=flag(
         "seeds SEED, SEED+1, ... trained together in one program", name="seeds"))

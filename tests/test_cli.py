@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import EXPERT, RANDOM
 
 from seqeval.cli import main
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--initial-size", "2000", "--increment", "20", "--steps-per-increment", "2",
          "--eval-every", "4000", "--eval-episodes", "2", "--batch-size", "64",
          "--agent.hidden_dims", "32,32", "--no-progress"]
@@ -184,3 +186,28 @@ def test_runs_from_a_directory_holding_its_own_algorithms_and_envs(store, tmp_pa
     datasets = subprocess.run([seqeval, "datasets", "list"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, check=False)
     assert datasets.returncode == 0, datasets.stderr
+
+
+def test_batch_size_defaults_to_the_agents_own_and_resume_refuses_changed_agent_code(
+        store, tmp_path, capsys):
+    source = (REPO / "docs" / "example_agent.py").read_text()
+    agent_file = tmp_path / "linear_bc.py"
+    agent_file.write_text(source.replace('    description="linear behavioural cloning',
+                                         '    default_batch_size=48,\n'
+                                         '    description="linear behavioural cloning'))
+    args = ["--agent", str(agent_file), "--dataset", EXPERT, "--initial-size", "8000",
+            "--increment", "100", "--eval-every", "10000", "--eval-episodes", "1",
+            "--no-progress"]
+    assert _run(args, tmp_path) == 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["protocol"]["batch_size"] == 48  # the agent's, no --batch-size given
+    assert config["agent_name"] == "linear_bc" and len(config["agent_fingerprint"]) >= 12
+    assert _run([*args, "--batch-size", "32"], tmp_path) == 2  # a different config
+    capsys.readouterr()
+
+    # The same command after the agent's code changed: refused, saying why and what to do.
+    agent_file.write_text(agent_file.read_text() + "\n# a later edit\n")
+    assert _run(args, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "was started with other code of agent 'linear_bc'" in err and "--out" in err
+    assert err.count("\n") == 1
