@@ -255,11 +255,10 @@ def _protocol_fields() -> tuple[dict[str, Any], dict[str, Any]]:
     return {name: hints[name] for name in fields}, defaults
 
 
-def _protocol_axes(table: Any) -> list[tuple[str, list[Any]]]:
+def _protocol_axes(table: Any, types_: dict[str, Any]) -> list[tuple[str, list[Any]]]:
     if not isinstance(table, dict):
         raise UserError("[protocol] must be a table of settings; write [protocol] on its own "
                         "line, then key = value lines")
-    types_, _ = _protocol_fields()
     known = sorted(set(types_) | set(_NEGATED))
     axes = []
     for key, value in table.items():
@@ -345,7 +344,7 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
     if not isinstance(study, dict):
         raise UserError('spec: no [study] table; add [study] with agents = ["bc"] and '
                         'datasets = ["pendulum/medium-v0"]')
-    protocol_types, _ = _protocol_fields()
+    protocol_types, protocol_defaults = _protocol_fields()
     for key in study:
         if key not in STUDY_KEYS:
             hint = "; put protocol settings in [protocol]" if key in protocol_types else ""
@@ -363,7 +362,7 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
             or not all(isinstance(m, str) for m in modes)):
         raise UserError(f"[study] mode: expected a mode or a list of modes, got {modes!r}; "
                         'write e.g. mode = ["sequential", "full"]')
-    protocol_axes = _protocol_axes(spec.get("protocol", {}))
+    protocol_axes = _protocol_axes(spec.get("protocol", {}), protocol_types)
     agent_table = spec.get("agent", {})
     if not isinstance(agent_table, dict):
         raise UserError("[agent] must be a table; write [agent.NAME] tables of agent settings")
@@ -381,7 +380,6 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
             raise UserError(f"[agent.{table_name}] names no agent of [study] agents "
                             f"({', '.join(agent_names)}); add it to agents or fix the name")
 
-    _, protocol_defaults = _protocol_fields()
     protocol_varying = tuple(k for k, values in protocol_axes if len(values) > 1)
     runs: list[PlannedRun] = []
     for dataset in datasets:
@@ -477,7 +475,8 @@ def _new_status() -> dict[str, Any]:
     return {"status": "pending", "reason": None, "attempts": 0, "started": None,
             "finished": None, "wall_time": None, "startup_seconds": None,
             "import_seconds": None, "compile_seconds": None, "trace_seconds": None,
-            "cache_hits": None, "cache_misses": None, "xla_threads": None, "results": None}
+            "cache_hits": None, "cache_misses": None, "xla_threads": None, "pid": None,
+            "results": None}
 
 
 class StudyDir:
@@ -531,6 +530,7 @@ class StudyDir:
                           f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
             yield
         finally:
+            os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 

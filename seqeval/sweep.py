@@ -1,7 +1,9 @@
 """`seqeval sweep SPEC --out STUDY_DIR`: a study's runs as Ray tasks, resumable.
 
-Every run is one Ray task in a fresh worker process (`max_calls=1`), reserving `--cpus-per-run`
-CPUs and `--gpus-per-run` GPUs. The worker's environment is set before JAX is imported there:
+Every run is one Ray task reserving `--cpus-per-run` CPUs and `--gpus-per-run` GPUs. CPU runs
+share worker processes (JAX starts once per worker, not once per run; a worker is replaced after
+RUNS_PER_WORKER runs); a run with a GPU gets a fresh worker, which releases the device's memory
+when it ends. The worker's environment is set before JAX is imported there:
 XLA:CPU's thread pools are sized to the run's CPU share (`PJRT_NPROC`; Eigen single-threaded for
 one CPU), so parallel runs do not oversubscribe the cores; runs sharing a GPU allocate on demand
 up to their share of its memory instead of each preallocating most of it. All runs of a study
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import math
 import os
 import shutil
@@ -46,6 +49,10 @@ RAY_OBJECT_STORE_BYTES = 128 * 1024**2  # runs return small dicts; keep /dev/shm
 PASSED_ENVIRONMENT = ("MINARI_DATASETS_PATH",)  # paths the runs need, made absolute
 SOCKET_PATH_ROOM = 45  # Ray's socket paths add ~62 characters to its temp dir (limit 107)
 POLL_SECONDS = 1.0  # how often the progress bar is refreshed while runs are in flight
+# CPU runs one after another in a worker pay for starting Python, importing JAX and its first
+# compilation once (measured in benchmarks/README.md); a fresh worker now and then bounds what
+# a long-lived process accumulates.
+RUNS_PER_WORKER = 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,12 +167,15 @@ def one_line(text: str, limit: int = 400) -> str:
 
 def execute_run(settings: Any, compile_cache: str | None) -> dict[str, Any]:
     """Run (or resume) one run in this process; its outcome, never an exception (except a
-    KeyboardInterrupt): status complete or failed, a one-line reason, and compile seconds."""
+    KeyboardInterrupt): status complete or failed, a one-line reason, and compile seconds.
+    `settings`: a RunSettings, or a dict of its fields (JAX is then imported here, timed)."""
     started = time.time()
     if compile_cache:
         use_compile_cache(compile_cache)
-    from seqeval.runner import run
+    from seqeval.runner import RunSettings, run
 
+    if isinstance(settings, dict):
+        settings = RunSettings(**settings)
     outcome: dict[str, Any] = {"status": "complete", "reason": None, "pid": os.getpid(),
                                "import_seconds": time.time() - started}
     meter = CompileMeter()
@@ -184,21 +194,37 @@ def execute_run(settings: Any, compile_cache: str | None) -> dict[str, Any]:
     return outcome
 
 
-def _run_in_worker(settings: Any, compile_cache: str | None, log_file: str) -> dict[str, Any]:
-    """The Ray task: the run's output (Python's and XLA's) goes to its log file."""
-    began = time.time()
-    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def _output_to(log_file: Path):
+    """Send this process's stdout and stderr (Python's and XLA's) to `log_file` meanwhile."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
     with open(log_file, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(log.fileno(), 1)  # the worker is this run's alone (max_calls=1)
-        os.dup2(log.fileno(), 2)
-    print(f"seqeval sweep: {settings.agent} on {settings.dataset} ({settings.mode}) -> "
-          f"{settings.out}, pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}",
-          flush=True)
-    outcome = {**execute_run(settings, compile_cache), "began": began}
-    print(f"seqeval sweep: {outcome['status']}"
-          + (f": {outcome['reason']}" if outcome["reason"] else ""), flush=True)
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _run_in_worker(settings: dict[str, Any], compile_cache: str | None,
+                   log_file: str) -> dict[str, Any]:
+    """The Ray task: one run (RunSettings fields), its output in its log file."""
+    began = time.time()
+    with _output_to(Path(log_file)):
+        print(f"seqeval sweep: {settings['agent']} on {settings['dataset']} "
+              f"({settings['mode']}) -> {settings['out']}, pid {os.getpid()}, "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+        outcome = {**execute_run(settings, compile_cache), "began": began}
+        print(f"seqeval sweep: {outcome['status']}"
+              + (f": {outcome['reason']}" if outcome["reason"] else ""), flush=True)
     return outcome
 
 
@@ -376,7 +402,8 @@ def run_study(spec_path: Path | str, out: Path | str, *, address: str | None = N
         study.save(state)
         todo = [r for r in planned if r["status"] != "complete"]
         if todo:
-            settings = {r["id"]: _settings(plan, r, study) for r in todo}
+            by_key = {run.key: run for run in plan}
+            settings = {r["id"]: by_key[r["key"]].run_settings(study.run_dir(r)) for r in todo}
             with ray_session(address, study.path) as ray, _terminate_as_interrupt():
                 parallel = _capacity(ray, cpus_per_run, gpus_per_run, max_parallel)
                 _drive(ray, study, state, planned, todo, settings, parallel, cpus_per_run,
@@ -386,16 +413,14 @@ def run_study(spec_path: Path | str, out: Path | str, *, address: str | None = N
     return state
 
 
-def _settings(plan: list, record: dict[str, Any], study: StudyDir) -> Any:
-    run = next(r for r in plan if r.key == record["key"])
-    return run.run_settings(study.run_dir(record))
-
-
 def _drive(ray: Any, study: StudyDir, state: dict, planned: list[dict], todo: list[dict],
            settings: dict[str, Any], parallel: int, cpus_per_run: float, gpus_per_run: float,
            compile_cache: str | None, progress: bool) -> None:
     """Keep `parallel` runs in flight until every run of `todo` has an outcome."""
-    task = ray.remote(max_calls=1, max_retries=0)(_run_in_worker).options(
+    # A GPU run's worker ends with the run: Ray sets the run's devices per task, and JAX keeps
+    # the devices (and memory) it started with for the life of the process.
+    runs_per_worker = 1 if gpus_per_run else RUNS_PER_WORKER
+    task = ray.remote(max_calls=runs_per_worker, max_retries=0)(_run_in_worker).options(
         num_cpus=cpus_per_run, num_gpus=gpus_per_run,
         runtime_env={"env_vars": run_environment(cpus_per_run, gpus_per_run)},
     )
@@ -408,7 +433,8 @@ def _drive(ray: Any, study: StudyDir, state: dict, planned: list[dict], todo: li
         while queue or in_flight:
             while queue and len(in_flight) < parallel:
                 record = queue.popleft()
-                ref = task.remote(settings[record["id"]], compile_cache,
+                # Plain fields: the worker imports seqeval.runner (and JAX) inside the run.
+                ref = task.remote(dataclasses.asdict(settings[record["id"]]), compile_cache,
                                   str(study.log_file(record)))
                 record.update(status="running", reason=None, attempts=record["attempts"] + 1,
                               started=time.time(), finished=None)
@@ -441,7 +467,7 @@ def _drive(ray: Any, study: StudyDir, state: dict, planned: list[dict], todo: li
 
 def _record_outcome(study: StudyDir, record: dict[str, Any], outcome: dict[str, Any]) -> None:
     fields = ("status", "reason", "wall_time", "compile_seconds", "trace_seconds",
-              "cache_hits", "cache_misses", "xla_threads", "import_seconds")
+              "cache_hits", "cache_misses", "xla_threads", "import_seconds", "pid")
     record.update({k: outcome.get(k) for k in fields}, finished=time.time())
     if outcome.get("began") is not None:  # submitted -> the task began: Ray's part of startup
         record["startup_seconds"] = outcome["began"] - record["started"]
