@@ -27,10 +27,12 @@ warnings.filterwarnings("ignore", module="minari")
 
 DATASETS = ("bench/pendulum-expert-v0",)
 AGENTS = ("bc", "td3_bc")
-# 2,500 gradient steps per run (T0 5000 of 10,000, 10 steps per 20 transitions), two
+# 10,000 gradient steps per run (T0 5000 of 10,000, 40 steps per 20 transitions), two
 # evaluations of 5 episodes, 64x64 networks.
-PROTOCOL = dict(initial_size=5000, increment=20, steps_per_increment=10, eval_every=2500,
+PROTOCOL = dict(initial_size=5000, increment=20, steps_per_increment=40, eval_every=2500,
                 eval_episodes=5, batch_size=256, seed=[0, 1, 2, 3])
+# --quick: 200 gradient steps per run, one evaluation of 2 episodes (checks the script; the
+# runs are all overhead).
 QUICK = dict(PROTOCOL, initial_size=8000, steps_per_increment=2, eval_every=2000,
              eval_episodes=2, batch_size=64)
 
@@ -79,14 +81,14 @@ def sequential(spec: Path, out: Path, cache: bool) -> dict:
 
 
 def through_ray(spec: Path, out: Path, cache: bool) -> dict:
-    from seqeval.sweep import ray_session, run_study
+    from seqeval.sweep import SweepOptions, ray_session, run_study
 
     started = time.perf_counter()
     with ray_session(None, out):
         pass
     ray_start = time.perf_counter() - started
     started = time.perf_counter()
-    state = run_study(spec, out, compile_cache=cache, progress=False)
+    state = run_study(spec, out, SweepOptions(compile_cache=cache, progress=False))
     wall = time.perf_counter() - started
     runs = [{"agent": r["agent_name"], "began": r["started"], "finished": r["finished"],
              **{k: r[k] for k in ("wall_time", "compile_seconds", "trace_seconds", "cache_hits",

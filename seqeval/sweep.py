@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -304,9 +305,14 @@ def ray_session(address: str | None, study_dir: Path):
                                 "--address to run locally") from None
         else:
             temp_dir = _fresh_dir(_ray_temp_root(study_dir))
-            ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.WARNING,
-                     object_store_memory=RAY_OBJECT_STORE_BYTES, _temp_dir=str(temp_dir))
+            try:
+                ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False,
+                         log_to_driver=False, logging_level=logging.WARNING,
+                         object_store_memory=RAY_OBJECT_STORE_BYTES, _temp_dir=str(temp_dir))
+            except (ConnectionError, RuntimeError, OSError) as error:
+                raise UserError(f"could not start a local Ray ({one_line(error)}); check free "
+                                "memory and disk in /tmp and /dev/shm, or run on a cluster "
+                                "with --address") from None
         yield ray
     finally:
         if ray.is_initialized():
@@ -361,20 +367,34 @@ def _progress_bar(total: int, initial: int, enabled: bool):
                 dynamic_ncols=True, file=sys.stderr, mininterval=1 if interactive else 30)
 
 
-def run_study(spec_path: Path | str, out: Path | str, *, address: str | None = None,
-              max_parallel: int | None = None, cpus_per_run: float = 1.0,
-              gpus_per_run: float = 0.0, compile_cache: bool = True, progress: bool = True,
+@dataclasses.dataclass(frozen=True)
+class SweepOptions:
+    """How a study's runs are run (the flags of `seqeval sweep`)."""
+
+    address: str | None = None  # Ray cluster; None: a local Ray with this machine's cores
+    max_parallel: int | None = None  # runs in flight at most; None: as many as fit
+    cpus_per_run: float = 1.0  # CPUs reserved per run; its XLA threads match
+    gpus_per_run: float = 0.0  # GPUs per run; a fraction shares a GPU
+    compile_cache: bool = True  # share compiled programs through STUDY_DIR/compile_cache
+    progress: bool = True  # the study-level progress bar
+
+    def check(self) -> None:
+        if self.cpus_per_run <= 0:
+            raise UserError(f"--cpus-per-run must be more than 0 (got {self.cpus_per_run:g})")
+        if self.gpus_per_run < 0:
+            raise UserError(f"--gpus-per-run must be 0 or more (got {self.gpus_per_run:g})")
+        if self.gpus_per_run > 1 and self.gpus_per_run != int(self.gpus_per_run):
+            raise UserError(f"--gpus-per-run {self.gpus_per_run:g}: above 1 GPU, give a whole "
+                            "number")
+        if self.max_parallel is not None and self.max_parallel < 1:
+            raise UserError(f"--max-parallel must be at least 1 (got {self.max_parallel})")
+
+
+def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = SweepOptions(),
               dry_run: bool = False) -> dict[str, Any]:
     """Expand, validate and run a study; returns study.json's content. Runs of the spec that
     are complete are skipped, partial ones resumed, failed ones retried once."""
-    if cpus_per_run <= 0:
-        raise UserError(f"--cpus-per-run must be more than 0 (got {cpus_per_run:g})")
-    if gpus_per_run < 0:
-        raise UserError(f"--gpus-per-run must be 0 or more (got {gpus_per_run:g})")
-    if gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
-        raise UserError(f"--gpus-per-run {gpus_per_run:g}: above 1 GPU, give a whole number")
-    if max_parallel is not None and max_parallel < 1:
-        raise UserError(f"--max-parallel must be at least 1 (got {max_parallel})")
+    options.check()
     spec_path = Path(spec_path)
     spec = read_spec(spec_path)
     study = StudyDir(Path(out).absolute())
@@ -404,30 +424,44 @@ def run_study(spec_path: Path | str, out: Path | str, *, address: str | None = N
         if todo:
             by_key = {run.key: run for run in plan}
             settings = {r["id"]: by_key[r["key"]].run_settings(study.run_dir(r)) for r in todo}
-            with ray_session(address, study.path) as ray, _terminate_as_interrupt():
-                parallel = _capacity(ray, cpus_per_run, gpus_per_run, max_parallel)
-                _drive(ray, study, state, planned, todo, settings, parallel, cpus_per_run,
-                       gpus_per_run, str(study.compile_cache) if compile_cache else None,
-                       progress)
+            with ray_session(options.address, study.path) as ray, _terminate_as_interrupt():
+                _drive(ray, study, state, planned, todo, settings, options)
         study.save(state)
     return state
 
 
+def compile_friendly_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs in an order where runs started together compile different programs: the first run
+    of every group of runs that share compiled programs, then the second of each, and so on
+    (a group: the same agent, agent settings, mode, seeds and protocol, any first seed or
+    dataset). The later runs of a group then find its programs in the compilation cache."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        protocol = {k: v for k, v in record["protocol"].items() if k != "seed"}
+        key = json.dumps([record["agent"], record["agent_settings"], record["mode"],
+                          record["seeds"], protocol], sort_keys=True)
+        groups.setdefault(key, []).append(record)
+    longest = max((len(group) for group in groups.values()), default=0)
+    return [group[rank] for rank in range(longest) for group in groups.values()
+            if rank < len(group)]
+
+
 def _drive(ray: Any, study: StudyDir, state: dict, planned: list[dict], todo: list[dict],
-           settings: dict[str, Any], parallel: int, cpus_per_run: float, gpus_per_run: float,
-           compile_cache: str | None, progress: bool) -> None:
-    """Keep `parallel` runs in flight until every run of `todo` has an outcome."""
+           settings: dict[str, Any], options: SweepOptions) -> None:
+    """Keep as many runs in flight as fit until every run of `todo` has an outcome."""
+    cpus, gpus = options.cpus_per_run, options.gpus_per_run
+    parallel = _capacity(ray, cpus, gpus, options.max_parallel)
+    compile_cache = str(study.compile_cache) if options.compile_cache else None
     # A GPU run's worker ends with the run: Ray sets the run's devices per task, and JAX keeps
     # the devices (and memory) it started with for the life of the process.
-    runs_per_worker = 1 if gpus_per_run else RUNS_PER_WORKER
+    runs_per_worker = 1 if gpus else RUNS_PER_WORKER
     task = ray.remote(max_calls=runs_per_worker, max_retries=0)(_run_in_worker).options(
-        num_cpus=cpus_per_run, num_gpus=gpus_per_run,
-        runtime_env={"env_vars": run_environment(cpus_per_run, gpus_per_run)},
+        num_cpus=cpus, num_gpus=gpus, runtime_env={"env_vars": run_environment(cpus, gpus)},
     )
-    queue = collections.deque(todo)
+    queue = collections.deque(compile_friendly_order(todo))
     in_flight: dict[Any, dict[str, Any]] = {}
     done_before = len(planned) - len(todo)
-    bar = _progress_bar(len(planned), done_before, progress)
+    bar = _progress_bar(len(planned), done_before, options.progress)
     failed = 0
     try:
         while queue or in_flight:
@@ -499,10 +533,11 @@ def _compile_note(records: list[dict[str, Any]]) -> str | None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    state = run_study(args.spec, args.out, address=args.address,
-                      max_parallel=args.max_parallel, cpus_per_run=args.cpus_per_run,
-                      gpus_per_run=args.gpus_per_run, compile_cache=not args.no_compile_cache,
-                      progress=not args.no_progress, dry_run=args.dry_run)
+    options = SweepOptions(address=args.address, max_parallel=args.max_parallel,
+                           cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                           compile_cache=not args.no_compile_cache,
+                           progress=not args.no_progress)
+    state = run_study(args.spec, args.out, options, dry_run=args.dry_run)
     if args.dry_run:
         return 0
     planned = [r for r in state["runs"] if r.get("in_spec")]

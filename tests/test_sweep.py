@@ -39,8 +39,9 @@ def _spec(tmp_path: Path, study: str, extra: str = TINY, name: str = "spec.toml"
     return path
 
 
-def _sweep(spec: Path, out: Path, *args: str) -> int:
-    return main(["sweep", str(spec), "--out", str(out), "--no-progress", *args])
+def _sweep(spec: Path, out: Path, *args: str, progress: bool = False) -> int:
+    return main(["sweep", str(spec), "--out", str(out), *args]
+                + ([] if progress else ["--no-progress"]))
 
 
 def _state(out: Path) -> dict:
@@ -106,6 +107,24 @@ def test_shared_agent_settings_defaults_and_agent_files(tmp_path):
     # An agent file is found relative to the spec; the run gets its absolute path.
     assert diverging.agent == f"{(tmp_path / 'agents' / 'diverging.py').resolve()}:AGENT"
     assert diverging.agent_settings == {"blow_up_after": 5}
+
+
+def test_runs_start_in_an_order_where_neighbours_compile_different_programs(tmp_path):
+    from seqeval.study import StudyDir
+    from seqeval.sweep import compile_friendly_order
+
+    spec = {"study": {"agents": ["bc", "td3_bc"], "datasets": ["d/x-v0", "d/y-v0"]},
+            "protocol": {"seed": [0, 1]}}
+    plan = expand_spec(spec, tmp_path)
+    records = StudyDir(tmp_path).merge_plan({"runs": []}, plan, tmp_path / "s.toml", "")
+    assert [(r["dataset"][2], r["agent_name"], r["full_protocol"]["seed"]) for r in records] \
+        == [(d, a, s) for d in "xy" for a in ("bc", "td3_bc") for s in (0, 1)]
+    ordered = compile_friendly_order(records)
+    assert sorted(map(id, ordered)) == sorted(map(id, records))
+    # Two at a time, every pair holds both agents: a run of the same programs starts only
+    # after another has started (and, with two slots, usually finished) compiling them.
+    assert [r["agent_name"] for r in ordered] == ["bc", "td3_bc"] * 4
+    assert [r["full_protocol"]["seed"] for r in ordered[:4]] == [0, 0, 1, 1]
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -177,14 +196,18 @@ def test_run_environment_sets_the_xla_thread_pool_before_jax_starts(tmp_path):
 
 
 def test_sweep_completes_then_report_plot_and_a_larger_spec_keeps_finished_runs(
-        store, tmp_path, capsys):
+        store, tmp_path, capsys, monkeypatch):
     from pendulum_data import make_pendulum_dataset
 
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
     out = tmp_path / "study"
     datasets = [EXPERT, MIXED, RANDOM]
     spec = _spec(tmp_path, f"agents = ['bc']\ndatasets = {datasets}")
     assert _sweep(spec, out) == 0
     assert "3 of 3 runs complete" in capsys.readouterr().out
+    assert list(home.iterdir()) == []  # Ray's files (session, token) are not in the home dir
     state = _state(out)
     assert [r["status"] for r in state["runs"]] == ["complete"] * 3
     for record in state["runs"]:
@@ -236,10 +259,17 @@ def test_a_diverging_run_fails_alone_and_is_retried_once_per_sweep(store, tmp_pa
     (tmp_path / "diverging.py").write_text(DIVERGING_AGENT)
     out = tmp_path / "study"
     spec = _spec(tmp_path, f"agents = ['bc', 'diverging.py:AGENT']\ndatasets = ['{EXPERT}']")
-    assert _sweep(spec, out) == 1
+    assert _sweep(spec, out, progress=True) == 1
     captured = capsys.readouterr()
     assert "1 of 2 runs complete" in captured.out
     assert "1 of 2 runs did not complete" in captured.err and "diverged" in captured.err
+    # One study-level bar: runs done of total, in flight, failed (no per-run bars).
+    bar = captured.err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("study: 100%") and "2/2" in line and "failed 1" in line
+               for line in bar), captured.err
+    log = (out / "logs" / (_state(out)["runs"][0]["id"].replace("/", "__") + ".log"))
+    assert "seqeval sweep: complete" in log.read_text()
+    assert "(sequential): " not in log.read_text()  # a run's own bar would start so
     bc, diverging = _state(out)["runs"]
     assert bc["status"] == "complete"
     assert diverging["status"] == "failed"
@@ -256,7 +286,10 @@ def test_a_diverging_run_fails_alone_and_is_retried_once_per_sweep(store, tmp_pa
 def test_killed_driver_loses_no_finished_run_and_a_second_driver_is_refused(
         store, tmp_path, capsys):
     out = tmp_path / "study"
-    spec = _spec(tmp_path, f"agents = ['bc']\ndatasets = {[EXPERT, MIXED, RANDOM]}")
+    # Four evaluations (and checkpoints) per run: the run in flight at the kill is likely to
+    # be resumed from one.
+    spec = _spec(tmp_path, f"agents = ['bc']\ndatasets = {[EXPERT, MIXED, RANDOM]}",
+                 extra=TINY.replace("eval_every = 2000", "eval_every = 500"))
     command = [os.path.join(os.path.dirname(sys.executable), "seqeval"), "sweep", str(spec),
                "--out", str(out), "--max-parallel", "1", "--no-progress"]
     driver = subprocess.Popen(command, env={**os.environ, "MINARI_DATASETS_PATH": str(store)},
@@ -295,10 +328,12 @@ def test_killed_driver_loses_no_finished_run_and_a_second_driver_is_refused(
     assert again["attempts"] == 1  # not run again
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files if p.is_file()}
     assert after == before
-    # Every run reached the end of its data, whether it was resumed or started afresh.
+    # Every run has each evaluation once, whether it was resumed or started afresh.
     for record in state["runs"]:
-        rows = (out / record["path"] / "evaluations.csv").read_text().splitlines()
-        assert rows[-1].startswith("10000,2000,0,")
+        rows = (out / record["path"] / "evaluations.csv").read_text().splitlines()[1:]
+        assert [row.split(",")[:2] for row in rows] == [
+            [str(samples), str((samples - 8000) // 20 * 20)]
+            for samples in (8500, 9000, 9500, 10000)], rows
 
 
 def test_study_spec_file_errors_are_one_line(tmp_path, capsys):
