@@ -280,6 +280,21 @@ def _local_token_auth() -> None:
         sys.modules["ray._raylet"].Config.initialize("")
 
 
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT address answers, or a one-line error now (Ray itself keeps retrying)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", "ray://...": Ray resolves them
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as error:
+        raise UserError(f"cannot reach a Ray cluster at '{address}' ({error}); check the "
+                        "address ('ray status' on the head node) or drop --address to run "
+                        "locally") from None
+
+
 @contextmanager
 def ray_session(address: str | None, study_dir: Path):
     """Ray, connected: an existing cluster at `address`, or a local instance with this
@@ -297,6 +312,7 @@ def ray_session(address: str | None, study_dir: Path):
     temp_dir = None
     try:
         if address:
+            _check_reachable(address)
             try:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as error:

@@ -336,6 +336,29 @@ def test_killed_driver_loses_no_finished_run_and_a_second_driver_is_refused(
             for samples in (8500, 9000, 9500, 10000)], rows
 
 
+def test_dry_run_lists_the_runs_and_creates_nothing(store, tmp_path, capsys):
+    spec = _spec(tmp_path, f"agents = ['bc']\ndatasets = ['{EXPERT}']\nmode = ['sequential', "
+                           "'retrain']")
+    assert _sweep(spec, tmp_path / "study", "--dry-run") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "2 runs"
+    assert all(line.startswith("pending   runs/test-pendulum-expert-v0/bc_") for line in lines[:2])
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--address", "127.0.0.1:1"], "cannot reach a Ray cluster at '127.0.0.1:1'"),
+    (["--cpus-per-run", "0"], "--cpus-per-run must be more than 0"),
+    (["--gpus-per-run", "1.5"], "--gpus-per-run 1.5: above 1 GPU, give a whole number"),
+    (["--max-parallel", "0"], "--max-parallel must be at least 1"),
+])
+def test_bad_sweep_flags_exit_2(store, tmp_path, capsys, args, message):
+    spec = _spec(tmp_path, f"agents = ['bc']\ndatasets = ['{EXPERT}']")
+    assert _sweep(spec, tmp_path / "study", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
 def test_study_spec_file_errors_are_one_line(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "none.toml"), "--out", str(tmp_path / "s")]) == 2
     assert "does not exist" in capsys.readouterr().err
