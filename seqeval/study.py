@@ -197,6 +197,16 @@ def _is_grid(value: Any, annotation: Any) -> bool:
     return bool(value) and all(isinstance(v, list) for v in value)
 
 
+def _grid_values(value: Any, annotation: Any, where: str) -> list[Any]:
+    """The values of a setting in a spec: a grid axis's list, or the one value."""
+    if isinstance(value, dict):
+        raise UserError(f"{where}: expected a value or a list of values, not a table")
+    values = value if _is_grid(value, annotation) else [value]
+    if not values:
+        raise UserError(f"{where}: an empty list; give a value or a list of values")
+    return values
+
+
 _KIND = {bool: ("true or false", "true"), int: ("an integer", "10"),
          float: ("a number", "0.5"), str: ("a string", '"text"')}
 
@@ -271,12 +281,8 @@ def _protocol_axes(table: Any, types_: dict[str, Any]) -> list[tuple[str, list[A
             hint = f"did you mean {close[0]}? " if close else ""
             raise UserError(f"{where}: not a `seqeval run` setting; {hint}settings are: "
                             f"{', '.join(known)}")
-        if isinstance(value, dict):
-            raise UserError(f"{where}: expected a value or a list of values, not a table")
-        values = value if _is_grid(value, types_[field]) else [value]
-        if not values:
-            raise UserError(f"{where}: an empty list; give a value or a list of values")
-        typed = [_coerce(v, types_[field], where, key) for v in values]
+        typed = [_coerce(v, types_[field], where, key)
+                 for v in _grid_values(value, types_[field], where)]
         if key in _NEGATED:
             typed = [not v for v in typed]
         axes.append((field, typed))
@@ -314,13 +320,8 @@ def _agent_axes(agent: Any, shared: dict[str, Any], own: dict[str, Any],
             known = ", ".join(f.name for f in dataclasses.fields(agent.config_class))
             raise UserError(f"{where}: agent '{agent.name}' has no setting '{key}'; its "
                             f"settings are: {known}")
-        if isinstance(value, dict):
-            raise UserError(f"{where}: expected a value or a list of values, not a table")
-        values = value if _is_grid(value, hints[key]) else [value]
-        if not values:
-            raise UserError(f"{where}: an empty list; give a value or a list of values")
         typed = []
-        for item in values:
+        for item in _grid_values(value, hints[key], where):
             try:
                 config = agent.make_config({key: override_text(item)})
             except UserError as error:
