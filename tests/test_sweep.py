@@ -17,6 +17,10 @@ from test_cli import DIVERGING_AGENT
 from seqeval.cli import main
 from seqeval.study import expand_run_dirs, expand_spec, read_spec
 
+# Ray starts its processes (and the kill test its driver) by fork + exec, which runs no Python
+# in the child, so JAX's warning about forking a multithreaded process does not apply.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
 # Tiny runs: 2,000 gradient steps (20 per 20 transitions) from T0 = 8000 of 10,000 transitions,
 # one evaluation (2 episodes) at the end.
 TINY = """
@@ -42,6 +46,24 @@ def _spec(tmp_path: Path, study: str, extra: str = TINY, name: str = "spec.toml"
 def _sweep(spec: Path, out: Path, *args: str, progress: bool = False) -> int:
     return main(["sweep", str(spec), "--out", str(out), *args]
                 + ([] if progress else ["--no-progress"]))
+
+
+def _descendants(pid: int) -> list[int]:
+    """Processes started by `pid`, at any depth (Linux /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit():
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def _state(out: Path) -> dict:
@@ -312,12 +334,21 @@ def test_killed_driver_loses_no_finished_run_and_a_second_driver_is_refused(
                 refused = True
             finished = next((r for r in runs if r["status"] == "complete"), None)
         assert finished is not None, "no run finished in time"
+        ray_processes = _descendants(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
         if driver.poll() is None:
             driver.kill()
         driver.stdout.close()
+    # The workers die with the driver; two of Ray's helper processes linger for a minute or two
+    # before noticing. Stop them here so the test leaves nothing behind.
+    for pid in ray_processes:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().startswith("ray::"):
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass  # gone already
     files = sorted((out / finished["path"]).rglob("*"))
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files if p.is_file()}
 
