@@ -432,7 +432,8 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
             run_dir = study.run_dir(record)
             if record["status"] != "complete" and run_is_complete(run_dir):
                 # Finished while a killed driver could not record it.
-                record.update(status="complete", reason=None, results=run_results(run_dir))
+                record.update(status="complete", reason=None)
+                _attach_results(study, record)
             elif record["status"] == "running":
                 record["status"] = "pending"  # its driver was killed; resume it
         study.save(state)
@@ -522,10 +523,15 @@ def _record_outcome(study: StudyDir, record: dict[str, Any], outcome: dict[str, 
     if outcome.get("began") is not None:  # submitted -> the task began: Ray's part of startup
         record["startup_seconds"] = outcome["began"] - record["started"]
     if record["status"] == "complete":
-        try:
-            record["results"] = run_results(study.run_dir(record))
-        except (OSError, ValueError, KeyError) as error:
-            record.update(status="failed", reason=one_line(f"results unreadable: {error}"))
+        _attach_results(study, record)
+
+
+def _attach_results(study: StudyDir, record: dict[str, Any]) -> None:
+    """A complete run's final score and AUC into its record (failed if they are unreadable)."""
+    try:
+        record["results"] = run_results(study.run_dir(record))
+    except (OSError, ValueError, KeyError, UserError) as error:
+        record.update(status="failed", reason=one_line(f"results unreadable: {error}"))
 
 
 # ---------------------------------------------------------------------------------------------
