@@ -56,8 +56,10 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from seqeval.plot import plot_runs
+    from seqeval.study import expand_run_dirs
 
     out = args.out or os.path.join(args.run_dirs[0], "curve.png")
+    args.run_dirs = [str(path) for path in expand_run_dirs(args.run_dirs)]  # studies -> runs
     for path in plot_runs(args.run_dirs, out, title=args.title):
         print(path)
     return 0
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.set_defaults(func=cmd_demo)
 
     # Subcommands that live with their subsystems.
-    for module in ("seqeval.envs.cli", "seqeval.report"):
+    for module in ("seqeval.envs.cli", "seqeval.report", "seqeval.sweep"):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     return parser

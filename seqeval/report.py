@@ -700,6 +700,9 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, reps: int = sta
 
 
 def handler(args: argparse.Namespace) -> int:
+    from seqeval.study import expand_run_dirs
+
+    args.run_dirs = expand_run_dirs(args.run_dirs)  # a study directory -> its complete runs
     paths = make_report(args.run_dirs, args.out, reps=args.reps, seed=args.seed,
                         figures=not args.no_figures)
     print(f"report: {paths[0]}")

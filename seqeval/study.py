@@ -1,0 +1,688 @@
+"""Studies: a TOML spec of agents x datasets x settings x seeds, expanded into runs and recorded.
+
+A study directory (`seqeval sweep SPEC --out STUDY_DIR`) holds
+
+    STUDY_DIR/study.json       the expanded plan and each run's status (replaced atomically)
+    STUDY_DIR/runs.csv         every run with its settings and final score / AUC (for pandas)
+    STUDY_DIR/runs/DATASET/AGENT[_KEY=VALUE...]_MODE_HASH/   one ordinary run directory per run
+    STUDY_DIR/logs/RUN.log     what each run printed
+    STUDY_DIR/compile_cache/   JAX's persistent compilation cache, shared by the study's runs
+    STUDY_DIR/study.lock       held by the driver while it runs (one driver per study)
+
+A run is identified by a short hash of what the spec sets (agent, dataset, mode, seeds, and the
+protocol and agent settings that differ from their defaults), so a changed spec keeps the runs
+it shares with the old one. This module plans and records; `seqeval.sweep` runs the plan on Ray.
+docs/sweeps.md is the spec reference.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import fcntl
+import hashlib
+import io
+import itertools
+import json
+import os
+import re
+import socket
+import time
+import tomllib
+import types
+import typing
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from seqeval.errors import UserError
+from seqeval.fileio import write_json_atomic, write_text_atomic
+
+STUDY_FILE = "study.json"
+RUNS_CSV = "runs.csv"
+LOCK_FILE = "study.lock"
+RUNS_DIR = "runs"
+LOGS_DIR = "logs"
+COMPILE_CACHE_DIR = "compile_cache"
+STUDY_FORMAT = 1
+STUDY_KEYS = ("agents", "datasets", "seeds", "mode")
+TABLES = ("study", "protocol", "agent")
+
+# `seqeval run` settings a spec does not set in [protocol], and where they go instead.
+_NOT_PROTOCOL = {
+    "agent": "list agents in [study] agents",
+    "dataset": "list datasets in [study] datasets",
+    "out": "the sweep puts every run under STUDY_DIR/runs; remove it",
+    "agent_overrides": "put agent settings in [agent.NAME] tables",
+    "mode": 'set it in [study] (mode = "sequential", or a list of modes)',
+    "seeds": "set it in [study] (seeds = N, trained together in one program)",
+    "num_seeds": "set it in [study] (seeds = N, trained together in one program)",
+    "progress": "a sweep shows one study-level bar; remove it",
+    "no_progress": "a sweep shows one study-level bar; remove it",
+}
+# Flags of `seqeval run` that negate a RunSettings field.
+_NEGATED = {"no_prequential": "prequential"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec.
+
+
+def read_spec(path: Path | str) -> dict[str, Any]:
+    """The parsed TOML of a study spec (UserError when missing or not TOML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"study spec '{path}' does not exist; pass a TOML file (see "
+                        "docs/sweeps.md)")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"study spec '{path}' is not valid TOML ({error}); fix the "
+                        "syntax") from None
+    except UnicodeDecodeError:
+        raise UserError(f"study spec '{path}' is not a text file; pass a TOML file") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One run of a study: what the spec sets for it, and its full effective settings."""
+
+    agent: str  # as get_agent takes it (an agent file's path made absolute)
+    agent_name: str  # the agent's own name (for labels and directory names)
+    dataset: str
+    mode: str
+    num_seeds: int
+    protocol: dict[str, Any]  # RunSettings fields the spec sets to a non-default value
+    agent_settings: dict[str, Any]  # agent config fields that differ from the agent's defaults
+    varying: tuple[str, ...]  # protocol/agent keys that are grid axes (what tells runs apart)
+    full_protocol: dict[str, Any]  # every protocol field of the run (for runs.csv)
+    agent_config: dict[str, Any]  # the agent's whole config (for runs.csv)
+
+    @property
+    def key(self) -> str:
+        """Short hash of what defines the run; stable across spec edits that keep the run."""
+        identity = {"agent": self.agent, "dataset": self.dataset, "mode": self.mode,
+                    "seeds": self.num_seeds, "protocol": self.protocol,
+                    "agent_settings": self.agent_settings}
+        text = json.dumps(identity, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    @property
+    def grid_values(self) -> list[tuple[str, Any]]:
+        values = {**self.full_protocol, **self.agent_config}
+        return [(key, values[key]) for key in self.varying]
+
+    @property
+    def label(self) -> str:
+        """The agent and the grid values of this run, e.g. `iql expectile=0.9`."""
+        return " ".join([self.agent_name] + [f"{k}={format_value(v)}"
+                                             for k, v in self.grid_values])
+
+    @property
+    def default_id(self) -> str:
+        """Path of a new run under STUDY_DIR/runs: DATASET/AGENT[_KEY=VALUE...]_MODE_HASH."""
+        parts = [self.agent_name] + [f"{k}={format_value(v)}" for k, v in self.grid_values]
+        name = _path_text("_".join(parts))[:100]
+        return f"{_path_text(self.dataset.replace(',', '+'))[:100]}/{name}_{self.mode}_{self.key}"
+
+    def run_settings(self, run_dir: Path):
+        """The RunSettings of this run, writing into `run_dir`."""
+        from seqeval.runner import RunSettings
+
+        protocol = {k: tuple(v) if isinstance(v, list) else v for k, v in self.protocol.items()}
+        return RunSettings(
+            agent=self.agent, dataset=self.dataset, out=str(run_dir), mode=self.mode,
+            num_seeds=self.num_seeds, progress=False,
+            agent_overrides=tuple((k, override_text(v)) for k, v in self.agent_settings.items()),
+            **protocol,
+        )
+
+
+def format_value(value: Any) -> str:
+    """A setting's value as labels show it: 0.9, true, 64,64."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(format_value(v) for v in value)
+    return str(value)
+
+
+def override_text(value: Any) -> str:
+    """A typed value as `--agent.KEY VALUE` text that parses back to the same value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return ",".join(override_text(v) for v in value)
+    return str(value)
+
+
+def _path_text(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", text).strip("-") or "run"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) == 1:
+            return inner[0]
+    return annotation
+
+
+def _is_sequence_type(annotation: Any) -> bool:
+    return typing.get_origin(_unwrap_optional(annotation)) in (tuple, list)
+
+
+def _is_grid(value: Any, annotation: Any) -> bool:
+    """A list is a grid axis, except a single value of a list-valued setting (a list of lists
+    is a grid of those)."""
+    if not isinstance(value, list):
+        return False
+    if not _is_sequence_type(annotation):
+        return True
+    return bool(value) and all(isinstance(v, list) for v in value)
+
+
+def _grid_values(value: Any, annotation: Any, where: str) -> list[Any]:
+    """The values of a setting in a spec: a grid axis's list, or the one value."""
+    if isinstance(value, dict):
+        raise UserError(f"{where}: expected a value or a list of values, not a table")
+    values = value if _is_grid(value, annotation) else [value]
+    if not values:
+        raise UserError(f"{where}: an empty list; give a value or a list of values")
+    return values
+
+
+_KIND = {bool: ("true or false", "true"), int: ("an integer", "10"),
+         float: ("a number", "0.5"), str: ("a string", '"text"')}
+
+
+def _coerce(value: Any, annotation: Any, where: str, example_key: str) -> Any:
+    """A TOML value checked against a RunSettings field's type (JSON-ready result)."""
+    annotation = _unwrap_optional(annotation)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {value!r}; write e.g. "
+                            f"{example_key} = [1, 2]")
+        if len(args) == 2 and args[1] is Ellipsis:
+            item_types = [args[0]] * len(value)
+        elif len(value) != len(args):
+            raise UserError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        else:
+            item_types = list(args)
+        return [_coerce(v, t, where, example_key) for v, t in zip(value, item_types,
+                                                                  strict=True)]
+    kind, example = _KIND.get(annotation, (None, None))
+    if kind is None:
+        raise UserError(f"{where}: this setting cannot be set from a study spec; remove it")
+    ok = isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise UserError(f"{where}: expected {kind}, got {value!r}; write e.g. "
+                        f"{example_key} = {example}")
+    return value
+
+
+def _names(study: dict, key: str, example: str) -> list[str]:
+    value = study.get(key)
+    if value is None:
+        raise UserError(f"[study] has no {key}; add e.g. {key} = {example}")
+    if isinstance(value, str):
+        value = [value]
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, str) and v.strip() for v in value)):
+        raise UserError(f"[study] {key}: expected a non-empty list of names, got {value!r}; "
+                        f"write e.g. {key} = {example}")
+    for name in value:
+        if value.count(name) > 1:
+            raise UserError(f"[study] {key} lists '{name}' twice; list it once")
+    return [v.strip() for v in value]
+
+
+def _protocol_fields() -> tuple[dict[str, Any], dict[str, Any]]:
+    """RunSettings field -> (type, default) of the settings a spec may set in [protocol]."""
+    from seqeval.runner import RunSettings
+
+    hints = typing.get_type_hints(RunSettings)
+    fields = {f.name: f for f in dataclasses.fields(RunSettings) if f.name not in _NOT_PROTOCOL}
+    defaults = {name: _json_value(f.default) for name, f in fields.items()}
+    return {name: hints[name] for name in fields}, defaults
+
+
+def _protocol_axes(table: Any, types_: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    if not isinstance(table, dict):
+        raise UserError("[protocol] must be a table of settings; write [protocol] on its own "
+                        "line, then key = value lines")
+    known = sorted(set(types_) | set(_NEGATED))
+    axes = []
+    for key, value in table.items():
+        where = f"[protocol] {key}"
+        if key in _NOT_PROTOCOL:
+            raise UserError(f"{where}: {_NOT_PROTOCOL[key]}")
+        field = _NEGATED.get(key, key)
+        if field not in types_:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UserError(f"{where}: not a `seqeval run` setting; {hint}settings are: "
+                            f"{', '.join(known)}")
+        typed = [_coerce(v, types_[field], where, key)
+                 for v in _grid_values(value, types_[field], where)]
+        if key in _NEGATED:
+            typed = [not v for v in typed]
+        axes.append((field, typed))
+    return axes
+
+
+def _resolve_agent(name: str, spec_dir: Path) -> str:
+    """An agent file's path is relative to the spec's directory; names stay as they are."""
+    path_text, sep, attribute = name.rpartition(":")
+    if sep and path_text.endswith(".py"):
+        path = Path(path_text).expanduser()
+        if not path.is_absolute():
+            path = spec_dir / path
+        return f"{path.resolve()}:{attribute}"
+    return name
+
+
+def _agent_axes(agent: Any, shared: dict[str, Any], own: dict[str, Any],
+                table_name: str | None) -> list[tuple[str, list[Any], str]]:
+    """(key, typed values, where) of one agent's grid: [agent] shared settings, then its own."""
+    hints = typing.get_type_hints(agent.config_class)
+    settings: dict[str, tuple[Any, str]] = {}
+    for key, value in shared.items():
+        if key == "hidden_dims" and key not in hints:
+            # As `Agent.network_overrides`: one size for every network of the agent.
+            for name, _ in agent.network_overrides(""):
+                settings[name] = (value, f"[agent] {key}")
+        else:
+            settings[key] = (value, f"[agent] {key}")
+    for key, value in own.items():
+        settings[key] = (value, f"[agent.{table_name}] {key}")
+    axes = []
+    for key, (value, where) in settings.items():
+        if key not in hints:
+            known = ", ".join(f.name for f in dataclasses.fields(agent.config_class))
+            raise UserError(f"{where}: agent '{agent.name}' has no setting '{key}'; its "
+                            f"settings are: {known}")
+        typed = []
+        for item in _grid_values(value, hints[key], where):
+            try:
+                config = agent.make_config({key: override_text(item)})
+            except UserError as error:
+                raise UserError(f"{where}: {error}") from None
+            typed.append(_json_value(getattr(config, key)))
+        axes.append((key, typed, where))
+    return axes
+
+
+def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[PlannedRun]:
+    """Every run of a spec: datasets x agents x modes x protocol grid x agent grid, in that
+    order. UserError (naming the key and the fix) on any unknown key, agent or bad value."""
+    from seqeval.algorithms.base import config_to_dict, get_agent
+
+    spec_dir = Path(spec_dir)
+    for table in spec:
+        if table not in TABLES:
+            raise UserError(f"spec: unknown table [{table}]; a spec has [study], [protocol], "
+                            "[agent] and [agent.NAME] tables")
+    study = spec.get("study")
+    if not isinstance(study, dict):
+        raise UserError('spec: no [study] table; add [study] with agents = ["bc"] and '
+                        'datasets = ["pendulum/medium-v0"]')
+    protocol_types, protocol_defaults = _protocol_fields()
+    for key in study:
+        if key not in STUDY_KEYS:
+            hint = "; put protocol settings in [protocol]" if key in protocol_types else ""
+            raise UserError(f"[study] {key}: unknown key; [study] takes "
+                            f"{', '.join(STUDY_KEYS)}{hint}")
+    agent_names = _names(study, "agents", '["bc", "iql"]')
+    datasets = _names(study, "datasets", '["pendulum/medium-v0"]')
+    seeds = study.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"[study] seeds: expected a whole number of seeds (1 or more), got "
+                        f"{seeds!r}; write e.g. seeds = 3")
+    modes = study.get("mode", "sequential")
+    modes = [modes] if isinstance(modes, str) else modes
+    if (not isinstance(modes, list) or not modes
+            or not all(isinstance(m, str) for m in modes)):
+        raise UserError(f"[study] mode: expected a mode or a list of modes, got {modes!r}; "
+                        'write e.g. mode = ["sequential", "full"]')
+    protocol_axes = _protocol_axes(spec.get("protocol", {}), protocol_types)
+    agent_table = spec.get("agent", {})
+    if not isinstance(agent_table, dict):
+        raise UserError("[agent] must be a table; write [agent.NAME] tables of agent settings")
+    shared = {k: v for k, v in agent_table.items() if not isinstance(v, dict)}
+    own_tables = {k: v for k, v in agent_table.items() if isinstance(v, dict)}
+
+    agents = {}
+    for name in agent_names:
+        try:
+            agents[name] = get_agent(_resolve_agent(name, spec_dir))
+        except UserError as error:
+            raise UserError(f"[study] agents: {error}") from None
+    for table_name in own_tables:
+        if not any(table_name in (name, agent.name) for name, agent in agents.items()):
+            raise UserError(f"[agent.{table_name}] names no agent of [study] agents "
+                            f"({', '.join(agent_names)}); add it to agents or fix the name")
+
+    protocol_varying = tuple(k for k, values in protocol_axes if len(values) > 1)
+    runs: list[PlannedRun] = []
+    for dataset in datasets:
+        for name in agent_names:
+            agent = agents[name]
+            table_name = next((t for t in own_tables if t in (name, agent.name)), None)
+            axes = _agent_axes(agent, shared, own_tables.get(table_name, {}), table_name)
+            default_config = config_to_dict(agent.make_config())
+            agent_varying = tuple(k for k, values, _ in axes if len(values) > 1)
+            for mode in modes:
+                for protocol_values in itertools.product(*(v for _, v in protocol_axes)):
+                    chosen = dict(zip((k for k, _ in protocol_axes), protocol_values,
+                                      strict=True))
+                    for agent_values in itertools.product(*(v for _, v, _ in axes)):
+                        overrides = {k: override_text(v) for (k, _, _), v in zip(
+                            axes, agent_values, strict=True)}
+                        try:
+                            config = config_to_dict(agent.make_config(overrides))
+                        except UserError as error:  # settings that clash with each other
+                            raise UserError(f"[agent.{table_name or agent.name}]: "
+                                            f"{error}") from None
+                        runs.append(PlannedRun(
+                            agent=_resolve_agent(name, spec_dir),
+                            agent_name=agent.name,
+                            dataset=dataset,
+                            mode=mode,
+                            num_seeds=seeds,
+                            protocol={k: v for k, v in chosen.items()
+                                      if v != protocol_defaults[k]},
+                            agent_settings={k: v for k, v in config.items()
+                                            if v != default_config.get(k)},
+                            varying=protocol_varying + agent_varying,
+                            full_protocol={**protocol_defaults, **chosen},
+                            agent_config=config,
+                        ))
+    unique: dict[str, PlannedRun] = {}
+    for run in runs:
+        unique.setdefault(run.key, run)
+    return list(unique.values())
+
+
+def _cli_words(message: str) -> str:
+    """`seqeval run` flags in an engine message as spec keys: --initial-size -> initial_size."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)
+
+
+def _engine_checks(settings: Any, data: Any) -> None:
+    """The checks `seqeval run` makes of a run's settings against its data before it starts.
+
+    The engine is being split up as this is written: its checks were one private function of
+    the runner, and are now `settings.check_settings` plus `context._initial_size`. Whichever
+    is present is used; the first branch goes once both are merged.
+    """
+    from seqeval import runner
+
+    if hasattr(runner, "_check_settings"):
+        runner._check_settings(settings, data)
+        return
+    from seqeval.context import _initial_size
+    from seqeval.settings import check_settings
+
+    check_settings(settings)
+    _initial_size(settings, data)
+
+
+def validate_plan(plan: Sequence[PlannedRun], study_dir: Path) -> None:
+    """Check every run against its data before anything runs; each dataset is loaded once."""
+    from seqeval.data import load_datasets
+
+    loaded = {}
+    for dataset in dict.fromkeys(run.dataset for run in plan):
+        try:
+            loaded[dataset] = load_datasets(dataset)[0]
+        except UserError as error:
+            raise UserError(f"[study] datasets: {error}") from None
+    for run in plan:
+        settings = run.run_settings(study_dir / RUNS_DIR / run.default_id)
+        data = loaded[run.dataset]
+        try:
+            if settings.ref_scores is not None:
+                data = data.with_reference_scores(*settings.ref_scores)
+            _engine_checks(settings, data)
+        except UserError as error:
+            raise UserError(f"{run.label} on {run.dataset} ({run.mode}): "
+                            f"{_cli_words(str(error))}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The study directory.
+
+
+def _record(run: PlannedRun) -> dict[str, Any]:
+    """What study.json keeps of a planned run (status fields are added by `merge_plan`)."""
+    return {
+        "key": run.key,
+        "label": run.label,
+        "agent": run.agent,
+        "agent_name": run.agent_name,
+        "dataset": run.dataset,
+        "mode": run.mode,
+        "seeds": run.num_seeds,
+        "protocol": run.protocol,
+        "agent_settings": run.agent_settings,
+        "full_protocol": run.full_protocol,
+        "agent_config": run.agent_config,
+    }
+
+
+def _new_status() -> dict[str, Any]:
+    return {"status": "pending", "reason": None, "attempts": 0, "started": None,
+            "finished": None, "wall_time": None, "startup_seconds": None,
+            "import_seconds": None, "compile_seconds": None, "trace_seconds": None,
+            "cache_hits": None, "cache_misses": None, "xla_threads": None, "pid": None,
+            "results": None}
+
+
+class StudyDir:
+    """The files of a study directory (see the module docstring)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @property
+    def study_file(self) -> Path:
+        return self.path / STUDY_FILE
+
+    @property
+    def compile_cache(self) -> Path:
+        return self.path / COMPILE_CACHE_DIR
+
+    def run_dir(self, record: dict[str, Any]) -> Path:
+        return self.path / record["path"]
+
+    def log_file(self, record: dict[str, Any]) -> Path:
+        return self.path / LOGS_DIR / (record["id"].replace("/", "__") + ".log")
+
+    @staticmethod
+    def is_study(path: Path | str) -> bool:
+        return (Path(path) / STUDY_FILE).is_file()
+
+    def check_usable(self) -> None:
+        """Refuse a --out that is a file or a non-empty directory that is not a study."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out '{self.path}' is a file; pass a directory for the study")
+        if self.path.is_dir() and not self.is_study(self.path) and any(self.path.iterdir()):
+            raise UserError(f"'{self.path}' exists and is not a study directory (no "
+                            f"{STUDY_FILE}); choose another --out")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold STUDY_DIR/study.lock (an flock, released by the system if the driver dies)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"study '{self.path}' is in use by another seqeval sweep "
+                            f"({holder}); wait for it to finish or stop it, then run "
+                            "again") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def load(self) -> dict[str, Any]:
+        """study.json (an empty study when there is none yet)."""
+        if not self.study_file.is_file():
+            return {"format": STUDY_FORMAT, "runs": []}
+        try:
+            state = json.loads(self.study_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"'{self.study_file}' is damaged ({error}); restore it, or move "
+                            "it away to rebuild the study from the spec") from None
+        if not isinstance(state, dict) or not isinstance(state.get("runs"), list):
+            raise UserError(f"'{self.study_file}' is not a seqeval study file; restore it, or "
+                            "move it away to rebuild the study from the spec")
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        write_json_atomic(self.study_file, state)
+        self.write_runs_csv(state["runs"])
+
+    def merge_plan(self, state: dict[str, Any], plan: Sequence[PlannedRun],
+                   spec_path: Path, spec_text: str) -> list[dict[str, Any]]:
+        """Add the plan's new runs to `state` (old runs are kept, marked `in_spec: false`);
+        returns the records of the plan's runs, in plan order."""
+        by_key = {record["key"]: record for record in state["runs"]}
+        for record in state["runs"]:
+            record["in_spec"] = False
+        planned = []
+        for run in plan:
+            record = by_key.get(run.key)
+            if record is None:
+                record = {"id": run.default_id, "path": f"{RUNS_DIR}/{run.default_id}",
+                          **_record(run), **_new_status()}
+                state["runs"].append(record)
+                by_key[run.key] = record
+            else:  # the same run under the new spec: keep its directory and its status
+                record.update(_record(run))
+            record["in_spec"] = True
+            planned.append(record)
+        state["format"] = STUDY_FORMAT
+        state["spec"] = {"path": str(spec_path), "text": spec_text}
+        return planned
+
+    def write_runs_csv(self, records: Sequence[dict[str, Any]]) -> None:
+        """STUDY_DIR/runs.csv: one row per run, settings then results (atomic)."""
+        fixed = ["id", "label", "status", "reason", "attempts", "in_spec", "agent", "dataset",
+                 "mode", "seeds", "final_score", "auc", "final_return", "final_online_score",
+                 "wall_time", "compile_seconds", "path"]
+        protocol_keys = sorted({k for r in records for k in r.get("full_protocol", {})})
+        agent_keys = sorted({k for r in records for k in r.get("agent_config", {})})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(fixed + protocol_keys + [f"agent.{k}" for k in agent_keys])
+        for record in records:
+            results = record.get("results") or {}
+            values = {**record, **results, "agent": record["agent_name"]}
+            row = [values.get(k) for k in fixed]
+            row += [record.get("full_protocol", {}).get(k) for k in protocol_keys]
+            row += [record.get("agent_config", {}).get(k) for k in agent_keys]
+            writer.writerow([_csv_cell(v) for v in row])
+        write_text_atomic(self.path / RUNS_CSV, buffer.getvalue())
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ",".join(_csv_cell(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def run_is_complete(run_dir: Path) -> bool:
+    """The run's own summary.json says it finished."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_results(run_dir: Path) -> dict[str, float | None]:
+    """Final score and AUC of a finished run, means over its seeds (the report's measures:
+    last offline evaluation; normalized area under the curve on samples 0..N)."""
+    import numpy as np
+
+    from seqeval.results import read_evaluations
+    from seqeval.stats import normalized_auc
+
+    config = json.loads((run_dir / "config.json").read_text())
+    transitions = int(config["dataset_info"]["transitions"])
+    by_seed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in read_evaluations(run_dir):
+        if row.get("samples") is not None:
+            by_seed[row["seed"]].append(row)
+    finals, aucs, returns, online_finals = [], [], [], []
+    for rows in by_seed.values():
+        rows.sort(key=lambda r: r["samples"])
+        offline = [r for r in rows if r.get("phase") != "online"]
+        online = [r for r in rows if r.get("phase") == "online"]
+        if offline:
+            returns.append(offline[-1]["return"])
+            scores = [r["normalized_score"] for r in offline]
+            if all(s is not None for s in scores):
+                finals.append(scores[-1])
+                samples = [r["samples"] for r in offline]
+                aucs.append(normalized_auc(samples, scores, end=max(transitions, max(samples))))
+        if online and online[-1]["normalized_score"] is not None:
+            online_finals.append(online[-1]["normalized_score"])
+
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    return {"final_score": mean(finals), "auc": mean(aucs), "final_return": mean(returns),
+            "final_online_score": mean(online_finals)}
+
+
+def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories behind `paths`: a study directory becomes the directories of its
+    complete runs (in plan order); any other path is kept as it is."""
+    expanded: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if not StudyDir.is_study(path):
+            expanded.append(path)
+            continue
+        study = StudyDir(path)
+        complete = [study.run_dir(r) for r in study.load()["runs"]
+                    if r.get("status") == "complete" or run_is_complete(study.run_dir(r))]
+        if not complete:
+            raise UserError(f"study '{path}' has no complete runs yet; run 'seqeval sweep' "
+                            "on it to finish them")
+        expanded.extend(complete)
+    return expanded
