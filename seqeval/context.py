@@ -176,7 +176,8 @@ class StopRequest:
             raise KeyboardInterrupt
 
 
-def _initial_size(settings: RunSettings, data: OfflineData) -> int:
+def check_against_data(settings: RunSettings, data: OfflineData) -> int:
+    """Check the settings against the data (sizes, action bounds); returns T0."""
     n = data.size
     if settings.initial_size is None:
         initial = min(DEFAULT_INITIAL_SIZE, max(1, n // 10))
@@ -204,7 +205,7 @@ def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     data, block_sizes = load_datasets(settings.dataset)
     if settings.ref_scores is not None:
         data = data.with_reference_scores(*settings.ref_scores)
-    initial_size = _initial_size(settings, data)
+    initial_size = check_against_data(settings, data)
     if not data.has_reference_scores:
         print(f"seqeval: note: dataset '{settings.dataset}' has no reference scores; results "
               "are raw returns (pass --ref-scores MIN,MAX to normalize)", file=sys.stderr)

@@ -427,28 +427,11 @@ def _cli_words(message: str) -> str:
     return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)
 
 
-def _engine_checks(settings: Any, data: Any) -> None:
-    """The checks `seqeval run` makes of a run's settings against its data before it starts.
-
-    The engine is being split up as this is written: its checks were one private function of
-    the runner, and are now `settings.check_settings` plus `context._initial_size`. Whichever
-    is present is used; the first branch goes once both are merged.
-    """
-    from seqeval import runner
-
-    if hasattr(runner, "_check_settings"):
-        runner._check_settings(settings, data)
-        return
-    from seqeval.context import _initial_size
-    from seqeval.settings import check_settings
-
-    check_settings(settings)
-    _initial_size(settings, data)
-
-
 def validate_plan(plan: Sequence[PlannedRun], study_dir: Path) -> None:
     """Check every run against its data before anything runs; each dataset is loaded once."""
+    from seqeval.context import check_against_data
     from seqeval.data import load_datasets
+    from seqeval.settings import check_settings
 
     loaded = {}
     for dataset in dict.fromkeys(run.dataset for run in plan):
@@ -462,7 +445,8 @@ def validate_plan(plan: Sequence[PlannedRun], study_dir: Path) -> None:
         try:
             if settings.ref_scores is not None:
                 data = data.with_reference_scores(*settings.ref_scores)
-            _engine_checks(settings, data)
+            check_settings(settings)
+            check_against_data(settings, data)
         except UserError as error:
             raise UserError(f"{run.label} on {run.dataset} ({run.mode}): "
                             f"{_cli_words(str(error))}") from None
