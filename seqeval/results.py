@@ -180,3 +180,40 @@ def read_evaluations(run_dir: Path | str) -> list[dict[str, Any]]:
                     else int(float(value))
         parsed.append(item)
     return parsed
+
+
+# Readers for analysis (seqeval.runs). Added by the plots helper as a minimal stand-in until the
+# engine's strict reader lands; it may replace these with the same names and return shapes.
+PREQUENTIAL_KEYS = ("samples", "seed", "transitions", "gradient_steps", "phase", "wall_time")
+CUMULATIVE_SUFFIX = "_cumulative"  # METRIC_cumulative: the running sum of METRIC's losses
+
+
+def _read_numbers(path: Path, text_columns: Sequence[str] = ("phase",)) -> list[dict[str, Any]]:
+    """Rows of a results CSV, every column but `text_columns` parsed as a number (empty: None);
+    UserError naming the file and row on anything else."""
+    try:
+        rows = CsvLog(path, ()).rows()
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise UserError(f"'{path}' is not a readable CSV ({error}); repair or delete it") from None
+    parsed = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            if None in row or None in row.values():
+                raise ValueError("wrong number of fields")
+            parsed.append({k: v if k in text_columns else (None if v == "" else float(v))
+                           for k, v in row.items()})
+        except ValueError as error:
+            raise UserError(f"'{path}' row {number} is not valid ({error}); repair or delete "
+                            "that row") from None
+    return parsed
+
+
+def read_prequential(run_dir: Path | str) -> list[dict[str, Any]]:
+    """prequential.csv rows: samples (chunk start), seed, transitions, METRIC and
+    METRIC_cumulative values as floats (None where empty); [] when the run has none."""
+    return _read_numbers(Path(run_dir) / "prequential.csv")
+
+
+def read_training(run_dir: Path | str) -> list[dict[str, Any]]:
+    """training.csv rows: samples, gradient_steps, seed, phase, then mean training metrics."""
+    return _read_numbers(Path(run_dir) / "training.csv")
