@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -141,8 +140,8 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from seqeval.plot import plot_runs
 
-    out = args.out or os.path.join(args.run_dirs[0], "curve.png")
-    for path in plot_runs(args.run_dirs, out, title=args.title):
+    for path in plot_runs(args.run_dirs, args.out, title=args.title,
+                          prequential=args.prequential):
         print(path)
     return 0
 
@@ -181,8 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser = sub.add_parser("plot", help="plot data-efficiency curves of runs")
     plot_parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot_parser.add_argument("--out", default=None,
-                             help="PNG path, a PDF beside it (default RUN_DIR/curve.png)")
+                             help="PNG path (a PDF beside it), or a directory for DIR/curve.png "
+                             "(default RUN_DIR/curve.png)")
     plot_parser.add_argument("--title", default=None)
+    plot_parser.add_argument("--prequential", action="store_true",
+                             help="add the prequential losses in panels under the curves")
     plot_parser.set_defaults(func=cmd_plot)
 
     agents_parser = sub.add_parser("agents", help="list agents and their settings")
