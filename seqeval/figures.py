@@ -173,9 +173,11 @@ def _average_level(members) -> float | None:
 
 
 def _draw_returns(ax, members: Sequence[Group], styles: Styles) -> None:
+    drawn = []  # every mean and reference level: what the y-axis is fitted to
     for group in members:
         color, style = styles[group.label]
         grid, mean, low, high = mean_curve([(s.samples, s.values) for s in group.seeds])
+        drawn.append(mean)
         if group.mode == "retrain":
             # Separate agents at each size: points with their interval, joined only faintly.
             spread = np.nan_to_num(np.stack([mean - low, high - mean]))
@@ -187,6 +189,13 @@ def _draw_returns(ax, members: Sequence[Group], styles: Styles) -> None:
     level = _average_level(members)
     if level is not None:
         ax.axhline(level, color="black", linestyle="--", linewidth=0.7, alpha=0.6)
+        drawn.append(np.array([level]))
+    # The axis follows the means with room around them; a band wider than that (few seeds) is
+    # cut at the edge of the panel instead of squashing every curve into a thin strip.
+    values = np.concatenate(drawn)
+    low, high = float(np.min(values)), float(np.max(values))
+    pad = 0.3 * (high - low) if high > low else max(1.0, abs(high))
+    ax.set_ylim(low - pad, high + pad)
     normalized = [g.normalized for g in members]
     ax.set_ylabel("normalized score" if all(normalized) else
                   "return" if not any(normalized) else "score (mixed: normalized and return)")
