@@ -100,10 +100,6 @@ class Run:
     prequential: list[dict[str, Any]]
     training: list[dict[str, Any]]
 
-    @property
-    def seeds(self) -> list[int]:
-        return sorted({int(r["seed"]) for r in self.evaluations})
-
 
 def load_run(path: str | Path) -> Run:
     """Read a run directory; UserError (one line naming the problem and the fix) when it is
@@ -148,8 +144,7 @@ def _check_evaluations(rows: list[dict[str, Any]], path: Path) -> None:
         if row.get("seed") is None or row.get("samples") is None or row.get("return") is None:
             raise UserError(f"'{path}' row {number} lacks its seed, samples or return; repair "
                             "or delete that row")
-        numbers = [v for k, v in row.items() if k != "phase" and v is not None]
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+        if not all(math.isfinite(v) for k, v in row.items() if k != "phase" and v is not None):
             raise UserError(f"'{path}' row {number} holds a value that is not a finite number; "
                             "repair or delete that row")
         if row.get("phase") not in (*PHASES, None, ""):
@@ -165,9 +160,9 @@ def _check_unique(rows: list[dict[str, Any]], key: Sequence[str], path: Path) ->
     for row in rows:
         item = tuple(row.get(k) for k in key)
         if item in seen:
-            raise UserError(f"'{path}' has two rows for seed {row.get('seed'):g} at "
-                            f"{row.get('samples'):g} samples (two runs wrote into one "
-                            "directory?); rerun the run into a fresh --out")
+            seed, samples = (f"{v:g}" if isinstance(v, int | float) else v for v in item[:2])
+            raise UserError(f"'{path}' has two rows for seed {seed} at {samples} samples (two "
+                            "runs wrote into one directory?); rerun the run into a fresh --out")
         seen.add(item)
 
 
