@@ -439,17 +439,28 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, reps: int = sta
     if reps < 1:
         raise UserError(f"--reps {reps}: the number of bootstrap resamples must be at least 1")
     groups, notes = load_groups(run_dirs)
+    summaries = [summarise_group(g) for g in groups]
+    comparison = compare(summaries, reps=reps, seed=seed)
+    prequential = [p for g in groups for p in summarise_prequential(g)]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; pass a directory")
+    try:
+        return _write_report(out, groups, summaries, comparison, prequential, notes, reps,
+                             figures)
+    except OSError as error:
+        raise UserError(f"cannot write the report into '{out}' ({error.strerror or error}); "
+                        "choose another --out") from None
+
+
+def _write_report(out: Path, groups: list[Group], summaries: list[GroupSummary],
+                  comparison: Comparison, prequential: list[PrequentialSummary],
+                  notes: list[str], reps: int, figures: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     # A report written over an older one must not leave that one's tables or figures behind
     # (say a prequential.csv from runs no longer included); only our own file names go.
     for name in OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
-    summaries = [summarise_group(g) for g in groups]
-    comparison = compare(summaries, reps=reps, seed=seed)
-    prequential = [p for g in groups for p in summarise_prequential(g)]
     written = write_tables(out, summaries, comparison, prequential)
     figure_pngs: list[Path] = []
     if figures:

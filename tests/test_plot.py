@@ -317,6 +317,8 @@ def test_unwritable_plot_out_is_one_line_and_exit_2(tmp_path, capsys):
     _assert_one_line_error(code, capsys.readouterr().err, "cannot write")
     code = cli.main(["report", str(run), "--out", str(blocker)])
     _assert_one_line_error(code, capsys.readouterr().err, "is a file")
+    code = cli.main(["report", str(run), "--out", str(blocker / "report")])
+    _assert_one_line_error(code, capsys.readouterr().err, "cannot write the report")
 
 
 def test_bad_input_through_the_installed_command(tmp_path):
@@ -370,3 +372,24 @@ def test_real_runs_of_two_iql_settings_stay_apart(store, tmp_path, captured):
         final = [r for r in read_csv(run_dir / "evaluations.csv")][-1]
         assert float(rows[f"iql expectile={expectile}"]["final_mean"]) == pytest.approx(
             float(final["normalized_score"]), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_demo_draws_the_whole_mission(store, tmp_path, capsys, captured):
+    """`seqeval demo` for two agents: builds Pendulum, runs sequential + online and retrain,
+    and draws them in one panel through the report's figure code."""
+    from seqeval.demo import DEMO_RETRAIN_SIZES, run_demo
+
+    assert run_demo(out_dir=str(tmp_path / "runs"), figure=str(tmp_path / "demo.png"),
+                    agents=["bc", "td3_bc"]) == 0
+    (fig,) = captured
+    assert legend_labels(fig) == ["bc", "td3_bc", "td3_bc (retrain)", "dataset average"]
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == SAMPLES_LABEL and {"offline", "online"} <= {
+        t.get_text() for t in ax.texts}
+    phases = {r["phase"] for r in read_csv(tmp_path / "runs" / "bc" / "evaluations.csv")}
+    assert phases == {"offline", "online"}
+    retrained = read_csv(tmp_path / "runs" / "td3_bc-retrain" / "evaluations.csv")
+    assert sorted({int(r["samples"]) for r in retrained}) == list(DEMO_RETRAIN_SIZES)
+    table = capsys.readouterr().out
+    assert "td3_bc" in table and "figure:" in table
