@@ -42,7 +42,7 @@ class RunConfig:
     agent: str  # the --agent spec: a name, an entry point, or path/to/file.py:NAME
     agent_name: str  # what figures and tables call the agent
     dataset: str
-    mode: str  # sequential | full | retrain
+    mode: str  # sequential | full | retrain (or a mode added later)
     protocol: dict[str, Any]
     agent_config: dict[str, Any]
     dataset_info: dict[str, Any]
@@ -62,9 +62,8 @@ class RunConfig:
             if not isinstance(data.get(key, {}), dict):
                 raise UserError(f"'{path}': '{key}' is not a JSON object; rerun the run")
         mode = data.get("mode", "sequential")
-        if mode not in MODE_ORDER:
-            raise UserError(f"'{path}': unknown mode '{mode}' (expected one of "
-                            f"{', '.join(MODE_ORDER)}); rerun the run")
+        if not isinstance(mode, str) or not mode:
+            raise UserError(f"'{path}': mode {mode!r} is not a mode name; rerun the run")
         name = data.get("agent_name")
         if not (isinstance(name, str) and name):
             name = agent_label(data["agent"])
@@ -429,8 +428,12 @@ def group_runs(runs: Sequence[Run]) -> tuple[list[Group], list[str]]:
                             runs=group_runs_, seeds=[seeds[s] for s in sorted(seeds)],
                             prequential=sorted(prequential, key=lambda p: p.seed)))
     groups.sort(key=lambda g: (g.dataset, g.method.agent_name, g.method.variant,
-                               MODE_ORDER.index(g.mode)))
+                               _mode_rank(g.mode), g.mode))
     return groups, notes
+
+
+def _mode_rank(mode: str) -> int:
+    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
 def load_groups(run_dirs: Sequence[str | Path]) -> tuple[list[Group], list[str]]:

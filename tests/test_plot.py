@@ -269,7 +269,7 @@ BAD_RUNS = {
                                                         if k != "dataset"}), "lacks a valid"),
     "config.json dataset_info a string": (_config(lambda c: {**c, "dataset_info": "x"}),
                                           "lacks a valid dataset_info"),
-    "config.json unknown mode": (_config(lambda c: {**c, "mode": "warp"}), "unknown mode"),
+    "config.json mode not a name": (_config(lambda c: {**c, "mode": 3}), "is not a mode name"),
     "garbage prequential row": (_write("prequential.csv", "samples,seed,transitions,loss\n"
                                        "5000,0,5000,oops\n"), "prequential.csv' row 1"),
     "repeated prequential chunk": (_write("prequential.csv", "samples,seed,transitions,loss\n"
