@@ -206,7 +206,9 @@ def _label_phases(ax, dataset_end: float) -> None:
     low, high = ax.get_ylim()
     ax.set_ylim(low, high + 0.12 * (high - low))
     style = dict(xycoords=("data", "axes fraction"), textcoords="offset points", fontsize=6.5,
-                 va="top", alpha=0.8)
+                 va="top", color="0.25",
+                 bbox=dict(boxstyle="square,pad=0.15", facecolor="white", edgecolor="none",
+                           alpha=0.85))
     ax.annotate("offline", (dataset_end, 0.98), xytext=(-3, 0), ha="right", **style)
     ax.annotate("online", (dataset_end, 0.98), xytext=(3, 0), ha="left", **style)
 
