@@ -1,4 +1,4 @@
-"""The sequential protocol (docs/protocol.md §1) as compiled JAX.
+"""The sequential protocol (PROTOCOL.md §1) as compiled JAX.
 
 The whole dataset lives on the device once; each seed sees it through its own permutation
 (`order`), so "the first t transitions" of a seed are `data[order[:t]]`. The current size is a
@@ -141,7 +141,7 @@ def make_train_chunk(agent: Agent, config: Any, settings: TrainSettings) -> Call
     `states`, `keys`, `orders` and `online` (None without an online phase); `start_size` and
     `num_increments` are shared by all members unless `per_member_schedule` (retrain mode,
     where members past their budget are masked). The first gradient step of every increment
-    trains on a batch whose last rows are the newest transitions (docs/protocol.md §1), so every new
+    trains on a batch whose last rows are the newest transitions (PROTOCOL.md §1), so every new
     transition is trained on at least once (up to `batch_size` of them per increment).
     """
     batch_size = settings.batch_size
@@ -234,7 +234,7 @@ def make_prequential_scorer(agent: Agent, config: Any, length: int) -> Callable 
 
     (states, orders, data, start, count) -> per-member sums of each per-transition metric over
     buffer positions [start, start + count), computed BEFORE those transitions are trained on
-    (prequential evaluation, docs/protocol.md §3). Each transition is scored alone (`score` on a
+    (prequential evaluation, PROTOCOL.md §3). Each transition is scored alone (`score` on a
     batch of one, vmapped), so the sums are exact whatever `count` is.
     """
     if agent.score is None:

@@ -1,6 +1,6 @@
 """One seqeval run: settings in, a run directory of results out.
 
-Modes (docs/protocol.md §1-2):
+Modes (PROTOCOL.md §1-2):
 - sequential: the dataset grows from T0 by `increment` transitions, K gradient steps each;
 - full: the paper's "Normal" baseline, the whole dataset from step 0 for the same number of
   gradient steps, evaluated at the same gradient-step points (drawn at the matching samples);
