@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -140,8 +141,8 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from seqeval.plot import plot_runs
 
-    for path in plot_runs(args.run_dirs, args.out, title=args.title,
-                          prequential=args.prequential):
+    out = args.out or os.path.join(args.run_dirs[0], "curve.png")
+    for path in plot_runs(args.run_dirs, out, title=args.title):
         print(path)
     return 0
 
@@ -183,8 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
                              help="PNG path (a PDF beside it), or a directory for DIR/curve.png "
                              "(default RUN_DIR/curve.png)")
     plot_parser.add_argument("--title", default=None)
-    plot_parser.add_argument("--prequential", action="store_true",
-                             help="add the prequential losses in panels under the curves")
     plot_parser.set_defaults(func=cmd_plot)
 
     agents_parser = sub.add_parser("agents", help="list agents and their settings")

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,15 +184,28 @@ def read_evaluations(run_dir: Path | str) -> list[dict[str, Any]]:
     return parsed
 
 
-# Readers for analysis (seqeval.runs). Added by the plots helper as a minimal stand-in until the
-# engine's strict reader lands; it may replace these with the same names and return shapes.
-PREQUENTIAL_KEYS = ("samples", "seed", "transitions", "gradient_steps", "phase", "wall_time")
-CUMULATIVE_SUFFIX = "_cumulative"  # METRIC_cumulative: the running sum of METRIC's losses
+# Readers for analysis (seqeval.runs): a minimal stand-in, added by the plots helper, with the
+# names and return types of the engine's strict readers (PrequentialRow, read_prequential,
+# read_training), which replace it on merge.
+PREQUENTIAL_KEYS = ("samples", "seed", "transitions")  # then METRIC, METRIC_cumulative pairs
+CUMULATIVE = "_cumulative"
 
 
-def _read_numbers(path: Path, text_columns: Sequence[str] = ("phase",)) -> list[dict[str, Any]]:
-    """Rows of a results CSV, every column but `text_columns` parsed as a number (empty: None);
-    UserError naming the file and row on anything else."""
+@dataclasses.dataclass(frozen=True)
+class PrequentialRow:
+    """One seed's losses on one chunk, scored before training on it: `losses[m]` the mean of m
+    per transition of the chunk, `cumulative[m]` the running sum over the seed's chunks."""
+
+    samples: int  # transitions in the buffer before the chunk (the chunk's first position)
+    seed: int
+    transitions: int  # transitions in the chunk
+    losses: dict[str, float | None]
+    cumulative: dict[str, float | None]
+
+
+def _numbers(path: Path) -> list[dict[str, Any]]:
+    # Rows with every column but phase parsed as a finite number (empty: None); UserError naming
+    # the file and row otherwise.
     try:
         rows = CsvLog(path, ()).rows()
     except (csv.Error, UnicodeDecodeError) as error:
@@ -200,20 +215,34 @@ def _read_numbers(path: Path, text_columns: Sequence[str] = ("phase",)) -> list[
         try:
             if None in row or None in row.values():
                 raise ValueError("wrong number of fields")
-            parsed.append({k: v if k in text_columns else (None if v == "" else float(v))
-                           for k, v in row.items()})
+            item = {k: v if k == "phase" else (None if v == "" else float(v))
+                    for k, v in row.items()}
+            if not all(math.isfinite(v) for k, v in item.items() if k != "phase" and v is not None):
+                raise ValueError("a value is not finite")
         except ValueError as error:
             raise UserError(f"'{path}' row {number} is not valid ({error}); repair or delete "
                             "that row") from None
+        parsed.append(item)
     return parsed
 
 
-def read_prequential(run_dir: Path | str) -> list[dict[str, Any]]:
-    """prequential.csv rows: samples (chunk start), seed, transitions, METRIC and
-    METRIC_cumulative values as floats (None where empty); [] when the run has none."""
-    return _read_numbers(Path(run_dir) / "prequential.csv")
+def read_prequential(run_dir: Path | str) -> list[PrequentialRow]:
+    """Rows of RUN_DIR/prequential.csv in file order ([] without one)."""
+    path = Path(run_dir) / "prequential.csv"
+    rows = _numbers(path)
+    parsed = []
+    for number, row in enumerate(rows, start=1):
+        names = [k for k in row if k not in PREQUENTIAL_KEYS and not k.endswith(CUMULATIVE)]
+        if any(row.get(k) is None for k in PREQUENTIAL_KEYS):
+            raise UserError(f"'{path}' row {number} lacks samples, seed or transitions; repair "
+                            "or delete that row")
+        parsed.append(PrequentialRow(
+            samples=int(row["samples"]), seed=int(row["seed"]),
+            transitions=int(row["transitions"]), losses={n: row[n] for n in names},
+            cumulative={n: row.get(n + CUMULATIVE) for n in names}))
+    return parsed
 
 
 def read_training(run_dir: Path | str) -> list[dict[str, Any]]:
-    """training.csv rows: samples, gradient_steps, seed, phase, then mean training metrics."""
-    return _read_numbers(Path(run_dir) / "training.csv")
+    """Training rows: samples, gradient_steps, seed, phase, then each metric's mean."""
+    return _numbers(Path(run_dir) / "training.csv")

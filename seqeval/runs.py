@@ -17,11 +17,14 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seqeval.errors import UserError
+
+if TYPE_CHECKING:
+    from seqeval.results import PrequentialRow
 
 MODE_ORDER = ("sequential", "full", "retrain")  # a method's baselines after it
 # Protocol entries that are not part of a method: which seeds a run directory holds.
@@ -96,7 +99,7 @@ class Run:
     path: Path
     config: RunConfig
     evaluations: list[dict[str, Any]]
-    prequential: list[dict[str, Any]]
+    prequential: list[PrequentialRow]
     training: list[dict[str, Any]]
 
 
@@ -133,7 +136,8 @@ def load_run(path: str | Path) -> Run:
                         "evaluation or leave it out")
     _check_evaluations(evaluations, evaluations_path)
     prequential = results.read_prequential(path)
-    _check_unique(prequential, ("seed", "samples"), path / "prequential.csv")
+    _check_unique([dataclasses.asdict(r) for r in prequential], ("seed", "samples"),
+                  path / "prequential.csv")
     return Run(path=path, config=config, evaluations=evaluations, prequential=prequential,
                training=results.read_training(path))
 
@@ -253,10 +257,10 @@ class Group:
 
 def is_cumulative(metric: str) -> bool:
     """A running total (the prequential description length) rather than a per-chunk loss."""
-    from seqeval.results import CUMULATIVE_SUFFIX
+    from seqeval.results import CUMULATIVE
 
     name = metric.lower()
-    return name.endswith(CUMULATIVE_SUFFIX) or "description_length" in name
+    return name.endswith(CUMULATIVE) or "description_length" in name
 
 
 def _canonical(value: Any) -> str:
@@ -348,21 +352,24 @@ def _seed_curves(run: Run, normalized: bool) -> list[SeedCurve]:
 
 
 def _prequential_curves(run: Run, seeds: Iterable[int]) -> list[PrequentialCurve]:
-    from seqeval.results import PREQUENTIAL_KEYS
+    from seqeval.results import CUMULATIVE
 
-    metric_names = sorted({k for row in run.prequential for k in row if k not in PREQUENTIAL_KEYS})
     curves = []
     for seed in seeds:
-        rows = sorted((r for r in run.prequential if r.get("seed") == seed),
-                      key=lambda r: r["samples"])
+        rows = sorted((r for r in run.prequential if r.seed == seed), key=lambda r: r.samples)
+        # Each metric's loss per chunk, and its running total as METRIC_cumulative.
+        series: dict[str, list[tuple[int, float, int]]] = defaultdict(list)
+        for row in rows:
+            for name, loss in row.losses.items():
+                series[name].append((row.samples, loss, row.transitions))
+                series[name + CUMULATIVE].append((row.samples, row.cumulative.get(name),
+                                                  row.transitions))
         metrics, chunk_sizes = {}, {}
-        for name in metric_names:
-            kept = [r for r in rows if r.get(name) is not None and r.get("samples") is not None]
+        for name, points in sorted(series.items()):
+            kept = [p for p in points if p[1] is not None]
             if kept:
-                metrics[name] = (np.array([r["samples"] for r in kept]),
-                                 np.array([r[name] for r in kept]))
-                if all(r.get("transitions") is not None for r in kept):
-                    chunk_sizes[name] = np.array([r["transitions"] for r in kept])
+                samples, values, sizes = (np.array(v) for v in zip(*kept, strict=True))
+                metrics[name], chunk_sizes[name] = (samples, values), sizes
         if metrics:
             curves.append(PrequentialCurve(seed=seed, metrics=metrics, chunk_sizes=chunk_sizes))
     return curves

@@ -21,6 +21,9 @@ from seqeval.runs import Method, agent_label, load_groups, load_run
 from seqeval.style import SAMPLES_LABEL, method_styles
 
 SEQEVAL = os.path.join(os.path.dirname(sys.executable), "seqeval")
+EVALUATION_HEADER = ("samples", "gradient_steps", "seed", "return", "normalized_score",
+                     "wall_time", "phase")
+PREQUENTIAL_HEADER = "samples,seed,transitions,loss,loss_cumulative"
 
 
 def labels(groups) -> list[tuple[str, str]]:
@@ -250,15 +253,17 @@ def _config(change):
     return damage
 
 
+# Expected text: the damaged file's name where seqeval.results' readers refuse the file (their
+# messages are theirs), else what seqeval.runs says.
 BAD_RUNS = {
-    "text in a number column": (_garbage("20000,4500,2,abc,,1.0,offline\n"), "evaluations.csv"),
-    "a row with extra fields": (_garbage("20000,4500,2,1,2,3,offline,x,y\n"), "evaluations.csv"),
-    "a truncated row": (_garbage("25000,45\n"), "row 9 lacks"),
-    "nan in a score": (_garbage("25000,4500,0,nan,nan,1.0,offline\n"), "not a finite number"),
+    "text in a number column": (_garbage("20000,4500,2,abc,,1.0,offline\n"), "evaluations.csv'"),
+    "a row with extra fields": (_garbage("20000,4500,2,1,2,3,offline,x,y\n"), "evaluations.csv'"),
+    "a truncated row": (_garbage("25000,45\n"), "evaluations.csv'"),
+    "nan in a score": (_garbage("25000,4500,0,nan,nan,1.0,offline\n"), "evaluations.csv'"),
     "an unknown phase": (_garbage("25000,4500,0,1,2,1.0,warmup\n"), "phase 'warmup'"),
-    "binary evaluations": (_write("evaluations.csv", b"\xff\xfe\x00garbage"), "evaluations.csv"),
+    "binary evaluations": (_write("evaluations.csv", b"\xff\xfe\x00garbage"), "evaluations.csv'"),
     "two runs into one dir": (_garbage("20000,20000,0,1,2,1.0,offline\n"), "two rows for seed 0"),
-    "header only": (_write("evaluations.csv", "samples,gradient_steps,seed,return\n"),
+    "header only": (_write("evaluations.csv", ",".join(EVALUATION_HEADER) + "\n"),
                     "no evaluations yet"),
     "no evaluations file": (lambda run: (run / "evaluations.csv").unlink(), "no evaluations yet"),
     "no config.json": (lambda run: (run / "config.json").unlink(), "not a seqeval run"),
@@ -270,12 +275,13 @@ BAD_RUNS = {
     "config.json dataset_info a string": (_config(lambda c: {**c, "dataset_info": "x"}),
                                           "lacks a valid dataset_info"),
     "config.json mode not a name": (_config(lambda c: {**c, "mode": 3}), "is not a mode name"),
-    "garbage prequential row": (_write("prequential.csv", "samples,seed,transitions,loss\n"
-                                       "5000,0,5000,oops\n"), "prequential.csv' row 1"),
-    "repeated prequential chunk": (_write("prequential.csv", "samples,seed,transitions,loss\n"
-                                          "5000,0,5000,1\n5000,0,5000,2\n"), "two rows"),
+    "garbage prequential row": (_write("prequential.csv", f"{PREQUENTIAL_HEADER}\n"
+                                       "5000,0,5000,oops,1\n"), "prequential.csv'"),
+    "repeated prequential chunk": (_write("prequential.csv", f"{PREQUENTIAL_HEADER}\n"
+                                          "5000,0,5000,1,5000\n5000,0,5000,1,10000\n"),
+                                   "prequential.csv'"),
     "garbage training row": (_write("training.csv", "samples,gradient_steps,seed,phase,loss\n"
-                                    "5000,10,0,offline,1,2,3\n"), "training.csv' row 1"),
+                                    "5000,10,0,offline,1,2,3\n"), "training.csv'"),
 }
 
 

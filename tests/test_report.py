@@ -209,13 +209,14 @@ def test_online_phase_is_summarised_and_drawn(tmp_path):
 
 # As the engine writes it: the chunk starting at `samples`, its size, then per metric the mean
 # loss per transition and the running sum (the description length).
-PREQUENTIAL_CSV = """samples,seed,transitions,action_mse,action_mse_cumulative,td_error
-5000,0,5000,0.50,2500,2.0
-10000,0,5000,0.30,4000,1.5
-15000,0,5000,0.20,5000,1.0
-5000,1,5000,0.70,3500,2.5
-10000,1,5000,0.40,5500,1.0
-15000,1,5000,0.10,6000,0.5
+PREQUENTIAL_CSV = """samples,seed,transitions,action_mse,action_mse_cumulative,td_error,\
+td_error_cumulative
+5000,0,5000,0.50,2500,2.0,10000
+10000,0,5000,0.30,4000,1.5,17500
+15000,0,5000,0.20,5000,1.0,22500
+5000,1,5000,0.70,3500,2.5,12500
+10000,1,5000,0.40,5500,1.0,17500
+15000,1,5000,0.10,6000,0.5,20000
 """
 
 
@@ -225,21 +226,24 @@ def test_prequential_csv_is_summarised_and_drawn_under_the_curves(runs, tmp_path
     groups, _ = load_groups([run])
     (curve0, curve1) = groups[0].prequential
     np.testing.assert_allclose(curve1.metrics["action_mse"][1], [0.7, 0.4, 0.1])
-    assert set(curve0.metrics) == {"action_mse", "action_mse_cumulative", "td_error"}
+    assert set(curve0.metrics) == {"action_mse", "action_mse_cumulative", "td_error",
+                                   "td_error_cumulative"}
     assert is_cumulative("action_mse_cumulative") and not is_cumulative("td_error")
     out = tmp_path / "report"
     report.make_report([*runs, run], out, reps=200)
     rows = {r["metric"]: r for r in read_csv(out / "prequential.csv")}
-    assert set(rows) == {"action_mse", "td_error", "action_mse_cumulative"}
+    assert set(rows) == {"action_mse", "td_error", "action_mse_cumulative",
+                         "td_error_cumulative"}
     assert rows["action_mse_cumulative"]["agent"] == "td3_bc"
     assert float(rows["action_mse_cumulative"]["last_mean"]) == pytest.approx(5500.0)
     assert rows["action_mse_cumulative"]["average_mean"] == ""  # meaningless for a running sum
     assert float(rows["action_mse"]["average_mean"]) == pytest.approx((1.0 / 3 + 1.2 / 3) / 2)
     # Unequal chunks: the average weights each chunk's mean loss by its transitions.
     uneven = write_run(tmp_path / "uneven", "bc", "d/a-v0", {0: [50, 60, 70, 80]},
-                       prequential="samples,seed,transitions,action_mse\n"
-                                   "5000,0,5000,0.4\n10000,0,1000,0.1\n")
-    (summary,) = report.summarise_prequential(load_groups([uneven])[0][0])
+                       prequential="samples,seed,transitions,action_mse,action_mse_cumulative\n"
+                                   "5000,0,5000,0.4,2000\n10000,0,1000,0.1,2100\n")
+    (summary,) = [p for p in report.summarise_prequential(load_groups([uneven])[0][0])
+                  if p.metric == "action_mse"]
     assert summary.average.point == pytest.approx((5000 * 0.4 + 1000 * 0.1) / 6000)
     assert float(rows["td_error"]["last_mean"]) == pytest.approx(0.75)
     assert "## Prequential signal" in (out / "report.md").read_text()
@@ -276,8 +280,9 @@ def test_bad_input_is_a_user_error(runs, tmp_path):
     with pytest.raises(UserError, match="no run directories"):
         report.make_report([], tmp_path / "out")
     broken = write_run(tmp_path / "broken", "bc", "d/c-v0", {0: [1, 2, 3, 4]},
-                       prequential="samples,seed,action_mse\n5000,0,oops\n")
-    with pytest.raises(UserError, match="prequential.csv' row 1 is not valid"):
+                       prequential="samples,seed,transitions,action_mse,action_mse_cumulative\n"
+                                   "5000,0,5000,oops,1\n")
+    with pytest.raises(UserError, match="prequential.csv'"):
         report.make_report([broken], tmp_path / "out")
     duplicate = write_run(tmp_path / "dup", "bc", "d/a-v0", {1: [1, 2, 3, 4]})
     with pytest.raises(UserError, match="seed 1 of bc on d/a-v0"):
