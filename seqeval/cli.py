@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser = sub.add_parser("plot", help="plot data-efficiency curves of runs")
     plot_parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot_parser.add_argument("--out", default=None,
-                             help="PNG path, a PDF beside it (default RUN_DIR/curve.png)")
+                             help="PNG path (a PDF beside it), or a directory for DIR/curve.png "
+                             "(default RUN_DIR/curve.png)")
     plot_parser.add_argument("--title", default=None)
     plot_parser.set_defaults(func=cmd_plot)
 

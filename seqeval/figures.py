@@ -1,26 +1,31 @@
-"""Paper figures of a report: data-efficiency curves, aggregates with CIs, probability of
-improvement. Every figure is written as PNG and PDF, sized for a paper (about 3.3 in per panel,
-fonts >= 7 pt at that size), with one colour per agent (seqeval.style.agent_color) and one line
-style per protocol mode everywhere.
+"""Every figure seqeval draws: data-efficiency curves (used by `seqeval report`, `seqeval plot`
+and the demo), aggregates with CIs, probability of improvement. Each is written as PNG and PDF,
+sized for a paper (about 3.3 in per panel, fonts >= 7 pt at that size), with the colours and
+line styles of seqeval.style.method_styles.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqeval import stats
-from seqeval.style import MODE_LINESTYLES, PAPER_PANEL_WIDTH, PAPER_RC, agent_color
-
-if TYPE_CHECKING:
-    from seqeval.report import Group
+from seqeval.errors import UserError
+from seqeval.runs import Group, is_cumulative
+from seqeval.style import (
+    PAPER_PANEL_WIDTH,
+    PAPER_RC,
+    SAMPLES_LABEL,
+    Styles,
+    method_styles,
+)
 
 MAX_COLUMNS = 3  # dataset panels per row of the curve grid
+BAND_ALPHA = 0.15
+AVERAGE_LABEL = "dataset average"
 
 
 def _pyplot():
@@ -30,13 +35,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def method_style(method: str) -> tuple[str, str]:
-    """(colour, line style) of a report method name: "agent" or "agent (mode)"."""
-    match = re.fullmatch(r"(.*) \((\w+)\)", method)
-    agent, mode = (match.group(1), match.group(2)) if match else (method, "sequential")
-    return agent_color(agent), MODE_LINESTYLES.get(mode, "-")
 
 
 def _samples_label(value: float, _position: object = None) -> str:
@@ -49,20 +47,27 @@ def _samples_label(value: float, _position: object = None) -> str:
 
 
 def _save(fig, out_stem: Path) -> list[Path]:
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path)
-    _pyplot().close(fig)
+    """Write OUT_STEM.png and OUT_STEM.pdf; UserError when they cannot be written."""
+    plt = _pyplot()
+    paths = [out_stem.parent / f"{out_stem.name}.png", out_stem.parent / f"{out_stem.name}.pdf"]
+    try:
+        out_stem.parent.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            fig.savefig(path)
+    except OSError as error:
+        raise UserError(f"cannot write '{error.filename or paths[0]}' ({error.strerror or error}); "
+                        "choose another output path") from None
+    finally:
+        plt.close(fig)
     return paths
 
 
 def mean_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]], confidence: float = 0.95
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(grid, mean, low, high) over seeds. The grid is every sample position of any seed; each
-    seed is interpolated linearly within its own range and absent outside it. The band is the
-    95% Student-t interval of the mean where two or more seeds are present (NaN elsewhere)."""
+    """(grid, mean, low, high) over seeds: the band of every figure. The grid is every sample
+    position of any seed; each seed is interpolated linearly within its own range and absent
+    outside it. The band is the 95% Student-t interval of the mean, the interval the report's
+    tables give, where two or more seeds are present (NaN elsewhere)."""
     grid = np.unique(np.concatenate([np.asarray(s, dtype=np.float64) for s, _ in curves]))
     table = np.full((len(curves), grid.size), np.nan)
     for i, (samples, values) in enumerate(curves):
@@ -79,34 +84,41 @@ def mean_curve(curves: Sequence[tuple[np.ndarray, np.ndarray]], confidence: floa
     return grid, mean, low, high
 
 
+# ---------------------------------------------------------------------------------------------
+# Data-efficiency curves
+
+
 def _drawn_prequential_metrics(groups: Sequence[Group]) -> list[str]:
     # Per-chunk losses are what shows how well each new chunk was predicted; cumulative totals
     # (monotone by construction) are drawn only when a run stores nothing else.
-    from seqeval.report import is_cumulative
-
     names = sorted({n for g in groups for p in g.prequential for n in p.metrics})
     per_chunk = [n for n in names if not is_cumulative(n)]
     return per_chunk or names
 
 
-def curves_figure(groups: Sequence[Group], out_stem: Path | str) -> list[Path]:
-    """A panel per dataset, a line per agent (mean over seeds, 95% t band), the dataset-average
-    line, the offline->online line; prequential metrics, when runs have them, in panels under
-    each dataset's curve. Returns the PNG and PDF paths."""
+def curves_figure(groups: Sequence[Group], out_stem: Path | str, styles: Styles | None = None,
+                  prequential: bool = True, title: str | None = None,
+                  panel_width: float = PAPER_PANEL_WIDTH) -> list[Path]:
+    """A panel per dataset, a line per method (mean over seeds, 95% t band; retraining at each
+    size as points with their interval), the dataset-average line, and the online phase after
+    a dashed vertical line where the dataset ends. With `prequential`, the runs' prequential
+    metrics in panels under each dataset's curve; `title` replaces a single panel's title (the
+    dataset) or heads several. Returns the PNG and PDF paths."""
     plt = _pyplot()
     from matplotlib.ticker import FuncFormatter
 
+    styles = styles or method_styles(g.method for g in groups)
     datasets = sorted({g.dataset for g in groups})
-    metrics = _drawn_prequential_metrics(groups)
+    metrics = _drawn_prequential_metrics(groups) if prequential else []
     columns = min(MAX_COLUMNS, len(datasets))
     blocks = math.ceil(len(datasets) / columns)
     per_block = 1 + len(metrics)
     ratios = ([1.0] + [0.55] * len(metrics)) * blocks
     with plt.rc_context(PAPER_RC):
-        fig = plt.figure(figsize=(PAPER_PANEL_WIDTH * columns, sum(ratios) * 2.3 + 0.4),
-                         layout="constrained")
+        height = sum(ratios) * 2.3 * max(1.0, panel_width / PAPER_PANEL_WIDTH) ** 0.5
+        fig = plt.figure(figsize=(panel_width * columns, height + 0.5), layout="constrained")
         grid = fig.add_gridspec(per_block * blocks, columns, height_ratios=ratios)
-        legend: dict[str, tuple[str, str]] = {}
+        shown: dict[str, str] = {}  # label -> mode, in the order drawn
         for index, dataset in enumerate(datasets):
             block, column = divmod(index, columns)
             top = block * per_block
@@ -114,52 +126,94 @@ def curves_figure(groups: Sequence[Group], out_stem: Path | str) -> list[Path]:
             under = [fig.add_subplot(grid[top + 1 + k, column], sharex=ax)
                      for k in range(len(metrics))]
             members = [g for g in groups if g.dataset == dataset]
-            _draw_returns(ax, members, legend)
-            ax.set_title(dataset)
+            _draw_returns(ax, members, styles)
+            shown.update({g.label: g.mode for g in members})
+            ax.set_title(title if title and len(datasets) == 1 else dataset)
             for metric, pax in zip(metrics, under, strict=True):
-                _draw_prequential(pax, members, metric)
-            online = any(g.has_online for g in members)
+                _draw_prequential(pax, members, metric, styles)
+            online = [g for g in members if g.has_online]
             for axis in [ax, *under]:
                 if online:
-                    axis.axvline(members[0].dataset_size, color="black", linestyle="--",
+                    axis.axvline(online[0].dataset_size, color="black", linestyle="--",
                                  linewidth=0.7, alpha=0.7)
                 axis.grid(alpha=0.3)
                 axis.xaxis.set_major_formatter(FuncFormatter(_samples_label))
                 axis.set_xlim(left=0)  # the axis the AUC is taken over starts at no data
+            if online:
+                _label_phases(ax, online[0].dataset_size)
             for axis in [ax, *under][:-1]:
                 axis.tick_params(labelbottom=False)
-            ([ax, *under][-1]).set_xlabel("samples")
-        handles = [plt.Line2D([], [], color=c, linestyle=s, label=m)
-                   for m, (c, s) in sorted(legend.items())]
-        fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 5),
-                   frameon=False)
+            ([ax, *under][-1]).set_xlabel(SAMPLES_LABEL)
+        handles = [plt.Line2D([], [], color=styles[label][0], linestyle=styles[label][1],
+                              label=label, marker="o" if mode == "retrain" else None,
+                              markersize=3)
+                   for label, mode in shown.items()]
+        if any(_average_level(g for g in groups if g.dataset == d) is not None for d in datasets):
+            handles.append(plt.Line2D([], [], color="black", linestyle="--", linewidth=0.7,
+                                      alpha=0.6, label=AVERAGE_LABEL))
+        if columns == 1:  # one panel: the legend as a list to its right
+            fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        else:
+            fig.legend(handles=handles, loc="outside lower center", frameon=False,
+                       ncol=min(len(handles), 5))
+        if title and len(datasets) > 1:
+            fig.suptitle(title)
         return _save(fig, Path(out_stem))
 
 
-def _draw_returns(ax, members: Sequence[Group], legend: dict[str, tuple[str, str]]) -> None:
-    for group in members:
-        color, style = method_style(group.method)
-        legend[group.method] = (color, style)
-        grid, mean, low, high = mean_curve([(s.samples, s.values) for s in group.seeds])
-        marker = "o" if group.mode == "retrain" else None
-        ax.plot(grid, mean, linestyle=style, color=color, marker=marker, markersize=2.5)
-        ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
-    normalized = all(g.normalized for g in members)
+def _average_level(members) -> float | None:
+    # The behaviour policy's level: the dataset's average normalized return (or average return
+    # when every method on it is on raw returns).
+    members = list(members)
+    normalized = [g.normalized for g in members]
     info = members[0].dataset_info
-    level = info.get("average_normalized_return") if normalized else info.get("average_return")
-    if level is not None and (normalized or not any(g.normalized for g in members)):
+    if all(normalized):
+        return info.get("average_normalized_return")
+    return None if any(normalized) else info.get("average_return")
+
+
+def _draw_returns(ax, members: Sequence[Group], styles: Styles) -> None:
+    drawn = []  # every mean and reference level: what the y-axis is fitted to
+    for group in members:
+        color, style = styles[group.label]
+        grid, mean, low, high = mean_curve([(s.samples, s.values) for s in group.seeds])
+        drawn.append(mean)
+        if group.mode == "retrain":
+            # Separate agents at each size: points with their interval, joined only faintly.
+            spread = np.nan_to_num(np.stack([mean - low, high - mean]))
+            ax.errorbar(grid, mean, yerr=spread, color=color, linestyle=style, linewidth=0.8,
+                        marker="o", markersize=3, capsize=2, elinewidth=0.7, zorder=3)
+        else:
+            ax.plot(grid, mean, linestyle=style, color=color)
+            ax.fill_between(grid, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
+    level = _average_level(members)
+    if level is not None:
         ax.axhline(level, color="black", linestyle="--", linewidth=0.7, alpha=0.6)
-        ax.annotate("dataset avg.", (0.01, level), xycoords=("axes fraction", "data"),
-                    xytext=(0, 2), textcoords="offset points", fontsize=7, alpha=0.7)
-    if normalized:
-        ax.set_ylabel("normalized score")
-    elif not any(g.normalized for g in members):
-        ax.set_ylabel("return")
-    else:
-        ax.set_ylabel("score (mixed: normalized and return)")
+        drawn.append(np.array([level]))
+    # The axis follows the means with room around them; a band wider than that (few seeds) is
+    # cut at the edge of the panel instead of squashing every curve into a thin strip.
+    values = np.concatenate(drawn)
+    low, high = float(np.min(values)), float(np.max(values))
+    pad = 0.3 * (high - low) if high > low else max(1.0, abs(high))
+    ax.set_ylim(low - pad, high + pad)
+    normalized = [g.normalized for g in members]
+    ax.set_ylabel("normalized score" if all(normalized) else
+                  "return" if not any(normalized) else "score (mixed: normalized and return)")
 
 
-def _draw_prequential(ax, members: Sequence[Group], metric: str) -> None:
+def _label_phases(ax, dataset_end: float) -> None:
+    # Name the two sides of the dashed line at the top of the panel, in headroom kept free.
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.12 * (high - low))
+    style = dict(xycoords=("data", "axes fraction"), textcoords="offset points", fontsize=6.5,
+                 va="top", color="0.25",
+                 bbox=dict(boxstyle="square,pad=0.15", facecolor="white", edgecolor="none",
+                           alpha=0.85))
+    ax.annotate("offline", (dataset_end, 0.98), xytext=(-3, 0), ha="right", **style)
+    ax.annotate("online", (dataset_end, 0.98), xytext=(3, 0), ha="left", **style)
+
+
+def _draw_prequential(ax, members: Sequence[Group], metric: str, styles: Styles) -> None:
     ax.set_ylabel(metric.replace("_", " "))
     if not any(metric in p.metrics for g in members for p in g.prequential):
         ax.text(0.5, 0.5, "no prequential data", transform=ax.transAxes, ha="center",
@@ -171,10 +225,10 @@ def _draw_prequential(ax, members: Sequence[Group], metric: str) -> None:
         curves = [p.metrics[metric] for p in group.prequential if metric in p.metrics]
         if not curves:
             continue
-        color, style = method_style(group.method)
+        color, style = styles[group.label]
         grid, mean, low, high = mean_curve(curves)
         ax.plot(grid, mean, linestyle=style, color=color)
-        ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+        ax.fill_between(grid, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
         positive = positive and bool(np.all(mean > 0))
     lines = ax.get_lines()
     if positive and lines:
@@ -183,10 +237,14 @@ def _draw_prequential(ax, members: Sequence[Group], metric: str) -> None:
             ax.set_yscale("log")
 
 
+# ---------------------------------------------------------------------------------------------
+# Aggregates and probability of improvement
+
+
 def _interval_rows(ax, labels: Sequence[str], intervals: Sequence[stats.Interval],
                    colors: Sequence[str]) -> None:
-    # One row per item, best-known layout of rliable's plots: a bar spanning the CI and a tick
-    # at the point estimate; the first item on top.
+    # One row per item, the layout of rliable's plots: a bar spanning the CI and a tick at the
+    # point estimate; the first item on top.
     y = np.arange(len(labels))[::-1]
     for row, interval, color in zip(y, intervals, colors, strict=True):
         low = interval.low if math.isfinite(interval.low) else interval.point
@@ -199,20 +257,18 @@ def _interval_rows(ax, labels: Sequence[str], intervals: Sequence[stats.Interval
 
 
 def aggregates_figure(aggregates: dict[str, dict[str, dict[str, stats.Interval]]],
-                      out_stem: Path | str) -> list[Path]:
+                      out_stem: Path | str, styles: Styles) -> list[Path]:
     """IQM, median, mean and optimality gap with 95% CI bars: a row per measure (final score,
-    AUC), a column per aggregate, a bar per agent."""
+    AUC), a column per aggregate, a bar per method (keyed by method label)."""
     plt = _pyplot()
-    from seqeval.report import MEASURES
-
     methods = sorted(aggregates)
-    measures = [m for m in MEASURES if all(m in aggregates[x] for x in methods)]
+    measures = [m for m in stats.MEASURES if all(m in aggregates[x] for x in methods)]
     height = 0.25 * len(methods) + 0.75
     with plt.rc_context(PAPER_RC):
         fig, axes = plt.subplots(len(measures), len(stats.AGGREGATES), squeeze=False,
                                  figsize=(2 * PAPER_PANEL_WIDTH, height * len(measures)),
                                  layout="constrained")
-        colors = [method_style(m)[0] for m in methods]
+        colors = [styles[m][0] for m in methods]
         for r, measure in enumerate(measures):
             for c, name in enumerate(stats.AGGREGATES):
                 ax = axes[r, c]
@@ -221,19 +277,17 @@ def aggregates_figure(aggregates: dict[str, dict[str, dict[str, stats.Interval]]
                 if c:
                     ax.tick_params(labelleft=False)
                 else:
-                    ax.set_ylabel(MEASURES[measure])
+                    ax.set_ylabel(stats.MEASURES[measure])
                 if r == 0:
                     ax.set_title(stats.AGGREGATE_TITLES[name])
         return _save(fig, Path(out_stem))
 
 
 def improvement_figure(improvement: Sequence[tuple[str, str, str, stats.Interval, int]],
-                       out_stem: Path | str) -> list[Path]:
-    """P(X > Y) with 95% CI bars per pair of agents, a panel per measure; bars in X's colour."""
+                       out_stem: Path | str, styles: Styles) -> list[Path]:
+    """P(X > Y) with 95% CI bars per pair of methods, a panel per measure; bars in X's colour."""
     plt = _pyplot()
-    from seqeval.report import MEASURES
-
-    measures = [m for m in MEASURES if any(row[2] == m for row in improvement)]
+    measures = [m for m in stats.MEASURES if any(row[2] == m for row in improvement)]
     pairs = sorted({(x, y) for x, y, *_ in improvement})
     with plt.rc_context(PAPER_RC):
         fig, axes = plt.subplots(1, len(measures), squeeze=False,
@@ -245,11 +299,11 @@ def improvement_figure(improvement: Sequence[tuple[str, str, str, stats.Interval
             found = {(x, y): p for x, y, m, p, _ in improvement if m == measure}
             shown = [pair for pair in pairs if pair in found]
             _interval_rows(ax, [f"{x} > {y}" for x, y in shown], [found[p] for p in shown],
-                           [method_style(x)[0] for x, _ in shown])
+                           [styles[x][0] for x, _ in shown])
             ax.axvline(0.5, color="black", linestyle="--", linewidth=0.7, alpha=0.7)
             ax.set_xlim(0.0, 1.0)
             ax.set_xlabel("P(X > Y)")
-            ax.set_title(MEASURES[measure])
+            ax.set_title(stats.MEASURES[measure])
             if c:
                 ax.tick_params(labelleft=False)
         return _save(fig, Path(out_stem))

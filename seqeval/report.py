@@ -1,10 +1,11 @@
 """`seqeval report RUN_DIR... [--out DIR]`: compare agents across runs, datasets and seeds.
 
-Run directories are grouped by (dataset, agent, mode); the seeds of all run directories of a
-group are pooled. For each group and seed the curve is summarised (final score, normalized area
-under the curve, samples to 90% of the final score); across datasets the per-seed final scores
-and areas are aggregated (IQM, median, mean, optimality gap) with stratified-bootstrap CIs and
-compared pairwise (probability of improvement). Outputs in the out dir:
+Run directories are grouped by dataset and method (seqeval.runs: agent, agent config, mode and
+protocol settings); the seeds of all run directories of a group are pooled. For each group and
+seed the curve is summarised (final score, normalized area under the curve, samples to 90% of
+the final score); across datasets the per-seed final scores and areas are aggregated (IQM,
+median, mean, optimality gap) with stratified-bootstrap CIs and compared pairwise (probability
+of improvement). Outputs in the out dir:
 
     report.md                          tables, notes and the figures, readable on GitHub
     per_dataset.csv                    one row per dataset x agent
@@ -22,7 +23,6 @@ import argparse
 import csv
 import dataclasses
 import itertools
-import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -33,232 +33,12 @@ import numpy as np
 
 from seqeval import stats
 from seqeval.errors import UserError
+from seqeval.runs import Group, SeedCurve, is_cumulative, load_groups
 
-MEASURES: dict[str, str] = {"final": "final score", "auc": "area under the curve"}
-PREQUENTIAL_FILE = "prequential.csv"
 OUTPUT_FILES = ("report.md", "per_dataset.csv", "aggregates.csv",
                 "probability_of_improvement.csv", "prequential.csv",
                 *(f"{stem}.{ext}" for stem in ("curves", "aggregates", "probability_of_improvement")
                   for ext in ("png", "pdf")))
-# Columns of prequential.csv that are not metrics.
-PREQUENTIAL_KEYS = ("samples", "seed", "transitions", "gradient_steps", "phase", "wall_time")
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-@dataclasses.dataclass
-class SeedCurve:
-    """One seed's evaluations, sorted by samples."""
-
-    run_dir: Path
-    seed: int
-    samples: np.ndarray  # int, every evaluation (offline then online)
-    values: np.ndarray  # normalized score, or return when the group has no reference scores
-    online: np.ndarray  # bool, the evaluation belongs to the online phase
-
-    @property
-    def offline_samples(self) -> np.ndarray:
-        return self.samples[~self.online] if (~self.online).any() else self.samples
-
-    @property
-    def offline_values(self) -> np.ndarray:
-        return self.values[~self.online] if (~self.online).any() else self.values
-
-
-@dataclasses.dataclass
-class PrequentialCurve:
-    """One seed's prequential metrics: metric name -> (samples, values)."""
-
-    seed: int
-    metrics: dict[str, tuple[np.ndarray, np.ndarray]]
-    # metric -> transitions in each scored chunk (the `transitions` column), when stored
-    chunk_sizes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class Group:
-    """All seeds of one agent on one dataset in one protocol mode."""
-
-    dataset: str
-    agent: str  # display name; colours are keyed by it
-    mode: str
-    normalized: bool  # values are normalized scores (else raw returns)
-    dataset_info: dict[str, Any]
-    run_dirs: list[Path]
-    seeds: list[SeedCurve]
-    prequential: list[PrequentialCurve]
-
-    @property
-    def method(self) -> str:
-        """What the report calls this line: the agent, and its mode unless sequential."""
-        return self.agent if self.mode == "sequential" else f"{self.agent} ({self.mode})"
-
-    @property
-    def dataset_size(self) -> int:
-        size = self.dataset_info.get("transitions")
-        if size:
-            return int(size)
-        return int(max(s.offline_samples.max() for s in self.seeds))
-
-    @property
-    def has_online(self) -> bool:
-        return any(s.online.any() for s in self.seeds)
-
-
-def agent_label(agent: str) -> str:
-    """Display name of an agent spec (an agent from a file, FILE.py:NAME, shows as NAME)."""
-    return agent.rpartition(":")[2] if ":" in agent else agent
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise UserError(f"run directory '{path}' does not exist; check the path")
-    if not path.is_dir():
-        raise UserError(f"'{path}' is a file, not a run directory; pass the directory of a run")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"'{path}' is not a seqeval run (no config.json); pass the --out "
-                        "directory of 'seqeval run'")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"'{config_path}' is not valid JSON ({error}); rerun or repair "
-                        "it") from None
-    missing = [k for k in ("agent", "dataset", "dataset_info") if k not in config]
-    if missing:
-        raise UserError(f"'{config_path}' lacks {', '.join(missing)}; it was not written by "
-                        "'seqeval run'")
-    return config
-
-
-def _seed_curves(path: Path, rows: list[dict[str, Any]], normalized: bool) -> list[SeedCurve]:
-    key = "normalized_score" if normalized else "return"
-    by_seed: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        if row.get("samples") is None or row.get(key) is None:
-            continue
-        by_seed[int(row["seed"]) if row.get("seed") is not None else 0].append(row)
-    curves = []
-    for seed, seed_rows in sorted(by_seed.items()):
-        # Offline before online at equal samples (the online phase starts where offline ends).
-        seed_rows.sort(key=lambda r: (r["samples"], r.get("phase") == "online"))
-        curves.append(SeedCurve(
-            run_dir=path,
-            seed=seed,
-            samples=np.array([r["samples"] for r in seed_rows], dtype=np.int64),
-            values=np.array([r[key] for r in seed_rows], dtype=np.float64),
-            online=np.array([r.get("phase") == "online" for r in seed_rows], dtype=bool),
-        ))
-    return curves
-
-
-def read_prequential(path: Path) -> list[PrequentialCurve]:
-    """Per-seed metric curves of RUN_DIR/prequential.csv (columns samples, seed, metrics...)."""
-    file = path / PREQUENTIAL_FILE
-    if not file.is_file():
-        return []
-    with open(file, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        rows = list(reader)
-    if "samples" not in columns:
-        raise UserError(f"'{file}' has no 'samples' column; expected samples,seed,<metrics>")
-    metric_names = [c for c in columns if c not in PREQUENTIAL_KEYS]
-    try:
-        by_seed: dict[int, list[dict[str, str]]] = defaultdict(list)
-        for row in rows:
-            by_seed[int(float(row.get("seed") or 0))].append(row)
-        curves = []
-        for seed, seed_rows in sorted(by_seed.items()):
-            seed_rows.sort(key=lambda r: float(r["samples"]))
-            metrics, chunk_sizes = {}, {}
-            for name in metric_names:
-                kept = [r for r in seed_rows if r.get(name) not in ("", None)]
-                if kept:
-                    metrics[name] = (np.array([float(r["samples"]) for r in kept]),
-                                     np.array([float(r[name]) for r in kept]))
-                    if "transitions" in columns:
-                        chunk_sizes[name] = np.array([float(r["transitions"]) for r in kept])
-            curves.append(PrequentialCurve(seed=seed, metrics=metrics, chunk_sizes=chunk_sizes))
-    except (TypeError, ValueError) as error:
-        raise UserError(f"'{file}' has a value that is not a number ({error}); repair the file "
-                        "or delete it to report without the prequential signal") from None
-    return curves
-
-
-MODE_ORDER = ("sequential", "full", "retrain")
-
-
-def _group_order(item: tuple[tuple[str, str, str], Any]) -> tuple[str, str, int, str]:
-    # Dataset, agent, then the sequential protocol before its baselines.
-    dataset, agent, mode = item[0]
-    rank = MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
-    return dataset, agent, rank, mode
-
-
-def load_groups(run_dirs: Sequence[str | Path]) -> tuple[list[Group], list[str]]:
-    """Read run directories into groups (sorted by dataset, then method) and notes for the
-    report. UserError on a missing directory, a directory that is not a run, no runs, a run
-    with no evaluations, or one seed present in two run directories of the same group."""
-    # Imported here: seqeval.results pulls in JAX, and the CLI imports this module for every
-    # command to register `report`.
-    from seqeval.results import read_evaluations
-
-    if not run_dirs:
-        raise UserError("no run directories given; pass one or more RUN_DIR")
-    notes: list[str] = []
-    raw: dict[tuple[str, str, str], list[tuple[Path, dict, list[dict]]]] = defaultdict(list)
-    for item in run_dirs:
-        path = Path(item)
-        config = _read_config(path)
-        rows = read_evaluations(path)
-        if not rows:
-            raise UserError(f"'{path}' has no evaluations yet; let the run reach its first "
-                            "evaluation or leave it out")
-        key = (config["dataset"], agent_label(config["agent"]), config.get("mode", "sequential"))
-        raw[key].append((path, config, rows))
-
-    groups = []
-    for (dataset, agent, mode), members in sorted(raw.items(), key=_group_order):
-        normalized = all(r.get("normalized_score") is not None
-                         for _, _, rows in members for r in rows)
-        if not normalized:
-            notes.append(f"{agent} on {dataset} ({mode}): no normalized scores (the dataset has "
-                         "no reference returns); reported on raw returns")
-        seeds: list[SeedCurve] = []
-        prequential: list[PrequentialCurve] = []
-        owner: dict[int, Path] = {}
-        for path, _, rows in members:
-            for curve in _seed_curves(path, rows, normalized):
-                if curve.seed in owner:
-                    raise UserError(
-                        f"seed {curve.seed} of {agent} on {dataset} is in both "
-                        f"'{owner[curve.seed]}' and '{path}'; pass only one of them (pooled "
-                        "run dirs must use different seeds)")
-                owner[curve.seed] = path
-                seeds.append(curve)
-            prequential.extend(read_prequential(path))
-        if not seeds:
-            raise UserError(f"{agent} on {dataset}: no evaluation row has samples and a score; "
-                            "check " + ", ".join(f"'{m[0]}/evaluations.csv'" for m in members))
-        protocols = {json.dumps({k: v for k, v in (c.get("protocol") or {}).items()
-                                 if k != "seeds"}, sort_keys=True) for _, c, _ in members}
-        if len(protocols) > 1:
-            notes.append(f"{agent} on {dataset} ({mode}): pooled run dirs differ in protocol "
-                         "settings; their seeds are pooled anyway")
-        groups.append(Group(
-            dataset=dataset,
-            agent=agent,
-            mode=mode,
-            normalized=normalized,
-            dataset_info=dict(members[0][1]["dataset_info"]),
-            run_dirs=[m[0] for m in members],
-            seeds=sorted(seeds, key=lambda s: s.seed),
-            prequential=sorted(prequential, key=lambda p: p.seed),
-        ))
-    return groups, notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +158,7 @@ def compare(summaries: list[GroupSummary], reps: int = stats.DEFAULT_REPS,
     improvement for each pair of methods over the datasets both were run on."""
     by_method: dict[str, dict[str, GroupSummary]] = defaultdict(dict)
     for summary in summaries:
-        by_method[summary.group.method][summary.group.dataset] = summary
+        by_method[summary.group.label][summary.group.dataset] = summary
     methods = sorted(by_method)
     all_datasets = sorted({s.group.dataset for s in summaries})
     tasks, aggregated, notes = aggregate_tasks(by_method)
@@ -396,7 +176,7 @@ def compare(summaries: list[GroupSummary], reps: int = stats.DEFAULT_REPS,
             aggregates[method] = {
                 measure: stats.aggregate_intervals(_score_matrix(cells, measure), reps=reps,
                                                    seed=seed)
-                for measure in MEASURES
+                for measure in stats.MEASURES
             }
 
     improvement = []
@@ -406,7 +186,7 @@ def compare(summaries: list[GroupSummary], reps: int = stats.DEFAULT_REPS,
             notes.append(f"{x} and {y} share no dataset; no probability of improvement")
             continue
         pair = []
-        for measure in MEASURES:
+        for measure in stats.MEASURES:
             # Rank-based within each dataset, so raw returns are as good as normalized scores
             # here (normalization is increasing and affine per dataset).
             mx = _score_matrix([by_method[x][d] for d in shared], measure)
@@ -424,12 +204,6 @@ def compare(summaries: list[GroupSummary], reps: int = stats.DEFAULT_REPS,
 
 # ---------------------------------------------------------------------------------------------
 # Prequential summaries
-
-
-def is_cumulative(metric: str) -> bool:
-    """A running total (e.g. the prequential description length) rather than a per-chunk loss."""
-    name = metric.lower()
-    return "cum" in name or "description_length" in name
 
 
 @dataclasses.dataclass
@@ -459,7 +233,7 @@ def summarise_prequential(group: Group) -> list[PrequentialSummary]:
                             float(np.sum(values * weights) / np.sum(weights)))
         out.append(PrequentialSummary(
             dataset=group.dataset,
-            method=group.method,
+            method=group.label,
             metric=name,
             seeds=len(curves),
             last=stats.t_interval([values[-1] for _, values in curves]),
@@ -520,7 +294,7 @@ def write_tables(out: Path, summaries: list[GroupSummary], comparison: Compariso
     rows = []
     for s in summaries:
         g = s.group
-        rows.append([g.dataset, g.agent, g.mode, "normalized" if g.normalized else "return",
+        rows.append([g.dataset, g.method.name, g.mode, "normalized" if g.normalized else "return",
                      len(s.seeds), g.dataset_size, *_interval_cells(s.final),
                      *_interval_cells(s.auc), *_interval_cells(s.samples_to_90),
                      *_interval_cells(s.final_online), *_interval_cells(s.auc_online)])
@@ -561,8 +335,8 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
                     figures: Sequence[Path], reps: int) -> str:
     groups = [s.group for s in summaries]
     datasets = sorted({g.dataset for g in groups})
-    methods = sorted({g.method for g in groups})
-    total_dirs = sum(len(g.run_dirs) for g in groups)
+    methods = sorted({g.label for g in groups})
+    total_dirs = sum(len(g.runs) for g in groups)
     lines = [
         "# seqeval report",
         "",
@@ -587,7 +361,7 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
     rows = []
     for s in summaries:
         g = s.group
-        row = [g.dataset, g.method, "normalized" if g.normalized else "*return*",
+        row = [g.dataset, g.label, "normalized" if g.normalized else "*return*",
                str(len(s.seeds)), _with_ci(s.final), _with_ci(s.auc),
                _samples_text(s.samples_to_90, _defined(s.seeds, "samples_to_90"))]
         if has_online:
@@ -604,7 +378,7 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
             "Higher is better except for the optimality gap (100 minus the mean score "
             "clipped at 100).",
         ]
-        for measure, title in MEASURES.items():
+        for measure, title in stats.MEASURES.items():
             lines += ["", f"### {title[0].upper() + title[1:]}", ""]
             rows = [[m, str(comparison.runs[m])]
                     + [_with_ci(comparison.aggregates[m][measure][a])
@@ -626,7 +400,7 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
             "is a significant difference at the 5% level.",
             "",
         ]
-        rows = [[x, y, MEASURES[measure], _with_ci(p, 2), str(tasks)]
+        rows = [[x, y, stats.MEASURES[measure], _with_ci(p, 2), str(tasks)]
                 for x, y, measure, p, tasks in comparison.improvement]
         lines += _markdown_table(["X", "Y", "measure", "P(X > Y)", "datasets"], rows)
     else:
@@ -665,28 +439,41 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, reps: int = sta
     if reps < 1:
         raise UserError(f"--reps {reps}: the number of bootstrap resamples must be at least 1")
     groups, notes = load_groups(run_dirs)
+    summaries = [summarise_group(g) for g in groups]
+    comparison = compare(summaries, reps=reps, seed=seed)
+    prequential = [p for g in groups for p in summarise_prequential(g)]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; pass a directory")
+    try:
+        return _write_report(out, groups, summaries, comparison, prequential, notes, reps,
+                             figures)
+    except OSError as error:
+        raise UserError(f"cannot write the report into '{out}' ({error.strerror or error}); "
+                        "choose another --out") from None
+
+
+def _write_report(out: Path, groups: list[Group], summaries: list[GroupSummary],
+                  comparison: Comparison, prequential: list[PrequentialSummary],
+                  notes: list[str], reps: int, figures: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     # A report written over an older one must not leave that one's tables or figures behind
     # (say a prequential.csv from runs no longer included); only our own file names go.
     for name in OUTPUT_FILES:
         (out / name).unlink(missing_ok=True)
-    summaries = [summarise_group(g) for g in groups]
-    comparison = compare(summaries, reps=reps, seed=seed)
-    prequential = [p for g in groups for p in summarise_prequential(g)]
     written = write_tables(out, summaries, comparison, prequential)
     figure_pngs: list[Path] = []
     if figures:
         from seqeval import figures as figs
+        from seqeval.style import method_styles
 
-        paths = figs.curves_figure(groups, out / "curves")
+        styles = method_styles(g.method for g in groups)
+        paths = figs.curves_figure(groups, out / "curves", styles)
         if comparison.aggregates:
-            paths += figs.aggregates_figure(comparison.aggregates, out / "aggregates")
+            paths += figs.aggregates_figure(comparison.aggregates, out / "aggregates", styles)
         if comparison.improvement:
             paths += figs.improvement_figure(comparison.improvement,
-                                             out / "probability_of_improvement")
+                                             out / "probability_of_improvement", styles)
         written += paths
         figure_pngs = [p for p in paths if p.suffix == ".png"]
     report = out / "report.md"

@@ -25,6 +25,8 @@ AGGREGATE_TITLES: dict[str, str] = {
     "mean": "Mean",
     "optimality_gap": "Optimality gap",
 }
+# The per-seed measures of a curve that the report aggregates across datasets.
+MEASURES: dict[str, str] = {"final": "final score", "auc": "area under the curve"}
 DEFAULT_REPS = 50_000  # the paper's scripts (rliable's default)
 OPTIMALITY_THRESHOLD = 100.0  # expert on D4RL's 0-100 normalized scale
 # Bound on the elements of one resampled block, so 50,000 resamples of a large matrix do not

@@ -1,8 +1,14 @@
-"""One look for every figure: a fixed colour per agent, used by all plots."""
+"""One look for every figure: a colour per agent (and variant), a line style per mode, the axis
+label of the samples axis, and paper sizes."""
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seqeval.runs import Method
 
 AGENT_COLORS: dict[str, str] = {
     "bc": "#7f7f7f",
@@ -11,6 +17,7 @@ AGENT_COLORS: dict[str, str] = {
     "cql": "#d62728",
 }
 _EXTRA = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+_MORE = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354"]
 
 
 def agent_color(agent: str) -> str:
@@ -19,8 +26,34 @@ def agent_color(agent: str) -> str:
         return AGENT_COLORS[agent]
     return _EXTRA[zlib.crc32(agent.encode()) % len(_EXTRA)]
 
+
+# Method label -> (colour, line style): what every figure of one report draws with.
+Styles = dict[str, tuple[str, str]]
+
+
+def method_styles(methods: Iterable[Method]) -> Styles:
+    """(colour, line style) per method label, for every figure of one report: a colour per
+    agent and variant, kept across modes (an agent's first variant has the agent's colour, the
+    others distinct spare colours), and a line style per mode."""
+    methods = sorted(set(methods))
+    colors: dict[str, str] = {}
+    for method in methods:  # each agent's first variant: the agent's own colour when free
+        if method.agent_name not in {m.agent_name for m in methods if m.name in colors}:
+            color = agent_color(method.agent_name)
+            if color not in colors.values():
+                colors[method.name] = color
+    spare = [c for c in (*_EXTRA, *_MORE, *AGENT_COLORS.values()) if c not in colors.values()]
+    for method in methods:
+        if method.name not in colors:
+            colors[method.name] = spare.pop(0) if spare else "#000000"
+    return {m.label: (colors[m.name], MODE_LINESTYLES.get(m.mode, "-")) for m in methods}
+
+
 # Line style per protocol mode, so an agent keeps its colour across modes.
 MODE_LINESTYLES: dict[str, str] = {"sequential": "-", "full": "--", "retrain": ":"}
+# What the samples axis counts, in every figure: the buffer the agent trains from, the initial
+# T0 transitions included; in the online phase, the dataset plus the environment steps taken.
+SAMPLES_LABEL = "transitions in the buffer (T0 included)"
 
 # Paper figures: sized in inches for a column (~3.3 in per panel) and drawn with fonts that stay
 # >= 7 pt when the figure is placed at that width without scaling.

@@ -12,6 +12,7 @@ import pytest
 
 from seqeval import cli, report, stats
 from seqeval.errors import UserError
+from seqeval.runs import is_cumulative, load_groups
 
 DATASET_SIZE = 20_000
 EVAL_POINTS = [5_000, 10_000, 15_000, 20_000]
@@ -20,17 +21,19 @@ EVAL_POINTS = [5_000, 10_000, 15_000, 20_000]
 def write_run(path: Path, agent: str, dataset: str, seeds: dict[int, list[float]],
               ref: tuple[float, float] | None = (0.0, 1000.0), online: dict | None = None,
               mode: str = "sequential", samples: list[int] = EVAL_POINTS,
-              prequential: str | None = None) -> Path:
+              prequential: str | None = None, agent_config: dict | None = None,
+              protocol: dict | None = None) -> Path:
     """A run directory as `seqeval run` writes it. seeds: seed -> normalized score per
-    evaluation point (stored as return = ref_min + score/100 * (ref_max - ref_min))."""
+    evaluation point (stored as return = ref_min + score/100 * (ref_max - ref_min));
+    agent_config and protocol entries are added to the config."""
     path.mkdir(parents=True)
     ref_min, ref_max = ref if ref else (0.0, 1000.0)
     config = {
         "agent": agent, "dataset": dataset, "mode": mode,
         "protocol": {"initial_size": 5000, "increment": 1, "steps_per_increment": 1,
                      "eval_every": 5000, "eval_episodes": 5, "batch_size": 256,
-                     "seeds": sorted(seeds), "online_steps": 0},
-        "agent_config": {},
+                     "seeds": sorted(seeds), "online_steps": 0, **(protocol or {})},
+        "agent_config": dict(agent_config or {}),
         "dataset_info": {"transitions": DATASET_SIZE, "episodes": 20,
                          "ref_min_score": ref[0] if ref else None,
                          "ref_max_score": ref[1] if ref else None,
@@ -160,7 +163,7 @@ def test_curves_figure_uses_paper_sizes(runs, tmp_path):
 
     from seqeval.figures import curves_figure
 
-    groups, _ = report.load_groups(runs)
+    groups, _ = load_groups(runs)
     png, _ = curves_figure(groups, tmp_path / "c")
     height, width = matplotlib.image.imread(png).shape[:2]
     # two dataset panels at ~3.3 in each, 300 dpi, cropped tight
@@ -206,37 +209,41 @@ def test_online_phase_is_summarised_and_drawn(tmp_path):
 
 # As the engine writes it: the chunk starting at `samples`, its size, then per metric the mean
 # loss per transition and the running sum (the description length).
-PREQUENTIAL_CSV = """samples,seed,transitions,action_mse,action_mse_cumulative,td_error
-5000,0,5000,0.50,2500,2.0
-10000,0,5000,0.30,4000,1.5
-15000,0,5000,0.20,5000,1.0
-5000,1,5000,0.70,3500,2.5
-10000,1,5000,0.40,5500,1.0
-15000,1,5000,0.10,6000,0.5
+PREQUENTIAL_CSV = """samples,seed,transitions,action_mse,action_mse_cumulative,td_error,\
+td_error_cumulative
+5000,0,5000,0.50,2500,2.0,10000
+10000,0,5000,0.30,4000,1.5,17500
+15000,0,5000,0.20,5000,1.0,22500
+5000,1,5000,0.70,3500,2.5,12500
+10000,1,5000,0.40,5500,1.0,17500
+15000,1,5000,0.10,6000,0.5,20000
 """
 
 
 def test_prequential_csv_is_summarised_and_drawn_under_the_curves(runs, tmp_path):
     run = write_run(tmp_path / "with-preq", "td3_bc", "d/a-v0",
                     {0: [50, 60, 70, 80], 1: [40, 60, 60, 70]}, prequential=PREQUENTIAL_CSV)
-    groups, _ = report.load_groups([run])
+    groups, _ = load_groups([run])
     (curve0, curve1) = groups[0].prequential
     np.testing.assert_allclose(curve1.metrics["action_mse"][1], [0.7, 0.4, 0.1])
-    assert set(curve0.metrics) == {"action_mse", "action_mse_cumulative", "td_error"}
-    assert report.is_cumulative("action_mse_cumulative") and not report.is_cumulative("td_error")
+    assert set(curve0.metrics) == {"action_mse", "action_mse_cumulative", "td_error",
+                                   "td_error_cumulative"}
+    assert is_cumulative("action_mse_cumulative") and not is_cumulative("td_error")
     out = tmp_path / "report"
     report.make_report([*runs, run], out, reps=200)
     rows = {r["metric"]: r for r in read_csv(out / "prequential.csv")}
-    assert set(rows) == {"action_mse", "td_error", "action_mse_cumulative"}
+    assert set(rows) == {"action_mse", "td_error", "action_mse_cumulative",
+                         "td_error_cumulative"}
     assert rows["action_mse_cumulative"]["agent"] == "td3_bc"
     assert float(rows["action_mse_cumulative"]["last_mean"]) == pytest.approx(5500.0)
     assert rows["action_mse_cumulative"]["average_mean"] == ""  # meaningless for a running sum
     assert float(rows["action_mse"]["average_mean"]) == pytest.approx((1.0 / 3 + 1.2 / 3) / 2)
     # Unequal chunks: the average weights each chunk's mean loss by its transitions.
     uneven = write_run(tmp_path / "uneven", "bc", "d/a-v0", {0: [50, 60, 70, 80]},
-                       prequential="samples,seed,transitions,action_mse\n"
-                                   "5000,0,5000,0.4\n10000,0,1000,0.1\n")
-    (summary,) = report.summarise_prequential(report.load_groups([uneven])[0][0])
+                       prequential="samples,seed,transitions,action_mse,action_mse_cumulative\n"
+                                   "5000,0,5000,0.4,2000\n10000,0,1000,0.1,2100\n")
+    (summary,) = [p for p in report.summarise_prequential(load_groups([uneven])[0][0])
+                  if p.metric == "action_mse"]
     assert summary.average.point == pytest.approx((5000 * 0.4 + 1000 * 0.1) / 6000)
     assert float(rows["td_error"]["last_mean"]) == pytest.approx(0.75)
     assert "## Prequential signal" in (out / "report.md").read_text()
@@ -273,8 +280,9 @@ def test_bad_input_is_a_user_error(runs, tmp_path):
     with pytest.raises(UserError, match="no run directories"):
         report.make_report([], tmp_path / "out")
     broken = write_run(tmp_path / "broken", "bc", "d/c-v0", {0: [1, 2, 3, 4]},
-                       prequential="samples,seed,action_mse\n5000,0,oops\n")
-    with pytest.raises(UserError, match="prequential.csv' has a value that is not a number"):
+                       prequential="samples,seed,transitions,action_mse,action_mse_cumulative\n"
+                                   "5000,0,5000,oops,1\n")
+    with pytest.raises(UserError, match="prequential.csv'"):
         report.make_report([broken], tmp_path / "out")
     duplicate = write_run(tmp_path / "dup", "bc", "d/a-v0", {1: [1, 2, 3, 4]})
     with pytest.raises(UserError, match="seed 1 of bc on d/a-v0"):
