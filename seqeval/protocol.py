@@ -22,6 +22,7 @@ import numpy as np
 
 from seqeval.algorithms.base import Agent, Batch, DatasetStats
 from seqeval.data import OfflineData
+from seqeval.envs.rollout import to_unit_actions
 
 
 class Chunk(NamedTuple):
@@ -71,9 +72,7 @@ def device_dataset(data: OfflineData) -> Batch:
     Each row carries its episode's next action (`OfflineData.next_action_rows`), so a batch
     gathered through any permutation still has it.
     """
-    low, high = data.action_low, data.action_high
-    actions = np.clip(2.0 * (data.actions - low) / (high - low) - 1.0, -1.0, 1.0)
-    actions = actions.astype(np.float32)
+    actions = to_unit_actions(data.actions, data.action_low, data.action_high)
     next_rows = data.next_action_rows()
     has_next = next_rows >= 0
     next_actions = np.where(has_next[:, None], actions[np.maximum(next_rows, 0)], 0.0)
@@ -363,13 +362,17 @@ def init_states(agent: Agent, config: Any, init_keys: jax.Array, spaces, stats: 
     `total_steps` sizes learning-rate schedules: one int for all members, or one per member
     (retrain mode, where each size has its own budget; `init` then receives a traced integer).
     """
+    # The statistics are an argument, not a constant of the program, so runs on datasets of
+    # one shape share the compiled init (and a persistent compilation cache can serve it).
     if np.ndim(total_steps) == 0:
         return jax.jit(
-            jax.vmap(lambda k: agent.init(config, k, spaces, stats, total_steps)),
-        )(init_keys)
+            jax.vmap(lambda k, s: agent.init(config, k, spaces, s, total_steps),
+                     in_axes=(0, None)),
+        )(init_keys, stats)
     return jax.jit(
-        jax.vmap(lambda k, steps: agent.init(config, k, spaces, stats, steps)),
-    )(init_keys, jnp.asarray(total_steps, jnp.int32))
+        jax.vmap(lambda k, s, steps: agent.init(config, k, spaces, s, steps),
+                 in_axes=(0, None, 0)),
+    )(init_keys, stats, jnp.asarray(total_steps, jnp.int32))
 
 
 def make_prequential_scorer(agent: Agent, config: Any, length: int) -> Callable | None:
