@@ -7,10 +7,11 @@ Q of the dataset's actions, the training losses) picks what the environment woul
 
 For every agent x dataset x mode of a study, each criterion ranks the agent's configurations
 (means over seeds) and is compared with the truth, the final normalized score and the AUC of
-`seqeval report`: Spearman and Kendall rank correlation with bootstrap CIs (seeds resampled
-per configuration), the regret of the criterion's top pick, and the expected regret of a
-uniformly random pick. Within each run, the same signals pick an evaluation point (checkpoint
-selection; each evaluation is scored on the chunk of data that follows it). Outputs in the out
+`seqeval report`: Spearman and Kendall rank correlation with bootstrap CIs (over seeds: seed s
+of every configuration shares its random keys, so the seeds are resampled together), the
+regret of the criterion's top pick, and the expected regret of a uniformly random pick.
+Within each run, the same signals pick an evaluation point (checkpoint selection; each
+evaluation is scored on the chunk of data that follows it). Outputs in the out
 dir (default STUDY_DIR/selection):
 
     selection.md          tables, notes and the figure
@@ -642,9 +643,11 @@ def _summary_rows(result: SelectionResult) -> list[list[str]]:
         regret = np.mean([s.regret.point for s in final])
         chance = np.mean([s.random_regret.point for s in final])
         beats = sum(s.regret.point < s.random_regret.point for s in final)
+        above = sum(s.spearman.low > 0 for s in final)
+        below = sum(s.spearman.high < 0 for s in final)
         rows.append([agent, name, final[0].criterion.direction, average(final, "spearman"),
-                     average(auc, "spearman"), f"{regret:.1f}", f"{chance:.1f}",
-                     f"{beats} of {len(final)}"])
+                     f"{above} / {below}", average(auc, "spearman"), f"{regret:.1f}",
+                     f"{chance:.1f}", f"{beats} of {len(final)}"])
     return rows
 
 
@@ -667,8 +670,9 @@ def render_markdown(result: SelectionResult, figures: Sequence[Path]) -> str:
         "",
         "Correlations are of the criterion oriented so that larger predicts better (a loss is "
         "negated): +1 ranks the configurations exactly as the environment does, 0 is chance. "
-        f"Intervals: 95% percentile bootstrap ({result.reps:,} resamples of the seeds within "
-        "each configuration). *Regret*: the truth of the best configuration minus the truth "
+        f"Intervals: 95% percentile bootstrap ({result.reps:,} resamples of the seeds; seed s "
+        "of every configuration shares its random keys, so one draw of seeds serves every "
+        "configuration). *Regret*: the truth of the best configuration minus the truth "
         "of the criterion's top pick (0 = picked the best); *random*: the expected regret of "
         "a uniformly random pick.",
     ]
@@ -676,11 +680,12 @@ def render_markdown(result: SelectionResult, figures: Sequence[Path]) -> str:
         lines += ["", "## Which criterion to trust", "",
                   "Per agent and criterion, averaged over datasets: Spearman correlation with "
                   "each truth, and the regret of the top pick (final score) against a random "
-                  "pick's; *beats random*: datasets where the pick's regret was below a random "
-                  "pick's.", ""]
+                  "pick's; *CI > 0 / < 0*: datasets where the Spearman correlation's interval "
+                  "lies above / below zero (final score); *beats random*: datasets where the "
+                  "pick's regret was below a random pick's.", ""]
         lines += markdown_table(["agent", "criterion", "direction", "Spearman (final)",
-                                 "Spearman (AUC)", "regret (final)", "random regret",
-                                 "beats random"], _summary_rows(result))
+                                 "CI > 0 / < 0", "Spearman (AUC)", "regret (final)",
+                                 "random regret", "beats random"], _summary_rows(result))
         lines += ["", "## Configurations, per agent and dataset"]
     for cell in cells:
         selections = [s for s in result.configurations if s.cell is cell]
