@@ -397,3 +397,16 @@ alpha = [0.1, 2.5, 10.0]
     assert float(checkpoints["td_error_next"]["candidates"]) == 2.0
     assert float(checkpoints["train_critic_loss"]["candidates"]) == 3.0
     assert (out / "selection.png").stat().st_size > 10_000
+
+
+def test_a_running_sum_that_crosses_zero_reads_back(tmp_path):
+    """q_value changes sign over a run, so its running sum can come near zero while each term
+    is large; 6-digit rounding of the terms must not make the file look damaged (a real study's
+    row: -15204.54 + 17.1090 x 1000 = 1904.46)."""
+    from seqeval.results import read_prequential
+
+    (tmp_path / "prequential.csv").write_text(
+        "samples,seed,transitions,q_value,q_value_cumulative\n"
+        "5000,0,1000,-15.2045,-15204.5\n"
+        "6000,0,1000,17.109,1904.46\n")
+    assert [r.cumulative["q_value"] for r in read_prequential(tmp_path)] == [-15204.5, 1904.46]
