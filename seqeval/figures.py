@@ -332,7 +332,7 @@ class SelectionPanel:
     y_high: np.ndarray
     picked: int  # index of the configuration the criterion ranks first
     best: int  # index of the configuration with the best true score
-    text: str  # drawn in the panel's corner (the correlation and regret)
+    text: str  # under the title (the correlation and regret)
 
 
 def _error_span(center: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -389,11 +389,9 @@ def _draw_selection(ax, panel: SelectionPanel) -> None:
         ax.set_xscale("log")
     text = panel.text
     if not finite.all():
-        text += f"\n{int((~finite).sum())} not drawn (not finite)"
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, ha="left", va="top", fontsize=6.5,
-            bbox=dict(boxstyle="square,pad=0.2", facecolor="white", edgecolor="none",
-                      alpha=0.8))
-    ax.set_title(panel.title)
+        text += f", {int((~finite).sum())} not drawn (not finite)"
+    # Above the axes, under the title: inside, it would cover points in some corner.
+    ax.set_title(f"{panel.title}\n{text}", fontsize=7)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)

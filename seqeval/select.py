@@ -820,7 +820,7 @@ def selection_panels(result: SelectionResult, names: Sequence[str] | None):
                 y_low=np.array([i.low for i in truth_intervals]),
                 y_high=np.array([i.high for i in truth_intervals]),
                 picked=s.picked, best=s.best,
-                text=f"Spearman {_signed(s.spearman.point)}\nregret {s.regret.point:.1f} "
+                text=f"Spearman {_signed(s.spearman.point)}, regret {s.regret.point:.1f} "
                      f"(random {s.random_regret.point:.1f})")
     return [rows[key] for key in sorted(rows)]
 
