@@ -321,6 +321,8 @@ def test_q_value_on_dataset_actions_follows_the_reward(name):
 # A tiny real study: three TD3+BC configurations swept on a local Ray, then selected.
 
 
+# Ray starts its processes by fork + exec, which runs no Python in the child (as in test_sweep).
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 def test_select_on_a_tiny_real_study(store, tmp_path, capsys):
     spec = tmp_path / "spec.toml"
     spec.write_text(f"""
