@@ -174,7 +174,9 @@ def explore(config: AWACConfig, state: AWACState, observations: jax.Array,
 def score(config: AWACConfig, state: AWACState, batch: Batch) -> dict[str, jax.Array]:
     """Prequential signal on unseen transitions: the policy's negative log-likelihood and
     action MSE, and the twin Q networks' squared TD error (target at the policy's mean action:
-    score takes no key)."""
+    score takes no key).
+    q_value: the critics' minimum Q of the dataset's action, a prediction rather than a
+    loss (higher: the critic rates the logged action higher)."""
     observations = _normalized(state, batch.observations)
     next_observations = _normalized(state, batch.next_observations)
     mean, log_std = state.actor.apply_fn(state.actor.params, observations)
@@ -184,6 +186,7 @@ def score(config: AWACConfig, state: AWACState, batch: Batch) -> dict[str, jax.A
         "action_nll": -jnp.mean(gaussian_log_prob(mean, log_std, batch.actions)),
         "action_mse": jnp.mean((mean - batch.actions) ** 2),
         "td_error": jnp.mean((q - target) ** 2),
+        "q_value": jnp.mean(jnp.min(q, axis=0)),
     }
 
 

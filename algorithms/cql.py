@@ -257,7 +257,9 @@ def explore(config: CQLConfig, state: CQLState, observations: jax.Array,
 def score(config: CQLConfig, state: CQLState, batch: Batch) -> dict[str, jax.Array]:
     """Prequential signal on unseen transitions: the policy's negative log-likelihood of the
     actions and the MSE of its deterministic action, and the twin Q networks' squared TD
-    error (target from pi's deterministic action at s': score takes no key)."""
+    error (target from pi's deterministic action at s': score takes no key).
+    q_value: the critics' minimum Q of the dataset's action, a prediction rather than a
+    loss (higher: the critic rates the logged action higher)."""
     observations = _normalized(state, batch.observations)
     next_observations = _normalized(state, batch.next_observations)
     mean, log_std = state.actor.apply_fn(state.actor.params, observations)
@@ -271,6 +273,7 @@ def score(config: CQLConfig, state: CQLState, batch: Batch) -> dict[str, jax.Arr
         "action_nll": -jnp.mean(tanh_gaussian_log_prob(mean, log_std, batch.actions)),
         "action_mse": jnp.mean((jnp.tanh(mean) - batch.actions) ** 2),
         "td_error": jnp.mean((q - target) ** 2),
+        "q_value": jnp.mean(jnp.min(q, axis=0)),
     }
 
 

@@ -193,7 +193,9 @@ def explore(config: IQLConfig, state: IQLState, observations: jax.Array,
 def score(config: IQLConfig, state: IQLState, batch: Batch) -> dict[str, jax.Array]:
     """Prequential signal on unseen transitions: the policy's negative log-likelihood and
     action MSE, the twin Q networks' squared TD error against r + gamma V(s'), and V's
-    expectile loss."""
+    expectile loss.
+    q_value: the critics' minimum Q of the dataset's action, a prediction rather than a
+    loss (higher: the critic rates the logged action higher)."""
     observations = _normalized(state, batch.observations)
     next_observations = _normalized(state, batch.next_observations)
     mean, log_std = state.actor.apply_fn(state.actor.params, observations)
@@ -208,6 +210,7 @@ def score(config: IQLConfig, state: IQLState, batch: Batch) -> dict[str, jax.Arr
         "action_nll": -jnp.mean(gaussian_log_prob(mean, log_std, batch.actions)),
         "action_mse": jnp.mean((mean - batch.actions) ** 2),
         "td_error": jnp.mean((q - target) ** 2),
+        "q_value": jnp.mean(jnp.min(q, axis=0)),
         "value_loss": expectile_loss(target_q - v, config.expectile),
     }
 

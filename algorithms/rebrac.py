@@ -175,7 +175,9 @@ def update(config: ReBRACConfig, state: ReBRACState, batch: Batch, key: jax.Arra
 def score(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> dict[str, jax.Array]:
     """Prequential signal on unseen transitions: the actor's action MSE and the critics'
     squared TD error against ReBRAC's penalised target (no smoothing noise: score takes no
-    key)."""
+    key).
+    q_value: the critics' minimum Q of the dataset's action, a prediction rather than a
+    loss (higher: the critic rates the logged action higher)."""
     observations = _normalized(state, batch.observations)
     next_observations = _normalized(state, batch.next_observations)
     predicted = state.actor.apply_fn(state.actor.params, observations)
@@ -184,6 +186,7 @@ def score(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> dict[str, j
     return {
         "action_mse": jnp.mean((predicted - batch.actions) ** 2),
         "td_error": jnp.mean((q - target) ** 2),
+        "q_value": jnp.mean(jnp.min(q, axis=0)),
     }
 
 

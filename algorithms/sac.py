@@ -218,7 +218,9 @@ def score(config: SACConfig, state: SACState, batch: Batch) -> dict[str, jax.Arr
     """Prequential signal on unseen transitions: the policy's negative log-likelihood of the
     actions and the MSE of its deterministic action, and the Q networks' squared TD error.
     Score takes no key, so the target uses pi's deterministic action at s' (and, with
-    `backup_entropy`, `mean_log_prob` for the entropy term)."""
+    `backup_entropy`, `mean_log_prob` for the entropy term).
+    q_value: the critics' minimum Q of the dataset's action, a prediction rather than a
+    loss (higher: the critic rates the logged action higher)."""
     mean, log_std = _policy(config, state, state.actor.params, batch.observations)
     next_mean, next_log_std = _policy(config, state, state.actor.params,
                                       batch.next_observations)
@@ -233,6 +235,7 @@ def score(config: SACConfig, state: SACState, batch: Batch) -> dict[str, jax.Arr
         "action_nll": -jnp.mean(tanh_gaussian_log_prob(mean, log_std, batch.actions)),
         "action_mse": jnp.mean((jnp.tanh(mean) - batch.actions) ** 2),
         "td_error": jnp.mean((q - target) ** 2),
+        "q_value": jnp.mean(jnp.min(q, axis=0)),
     }
 
 

@@ -210,7 +210,9 @@ def explore(config: TD3BCConfig, state: TD3BCState, observations: jax.Array,
 
 def score(config: TD3BCConfig, state: TD3BCState, batch: Batch) -> dict[str, jax.Array]:
     """Prequential signal on unseen transitions: the actor's action MSE and the critics'
-    squared TD error against the target networks (no smoothing noise: score takes no key)."""
+    squared TD error against the target networks (no smoothing noise: score takes no key).
+    q_value: the critics' minimum Q of the dataset's action, a prediction rather than a
+    loss (higher: the critic rates the logged action higher)."""
     observations = _normalized(state, batch.observations)
     next_observations = _normalized(state, batch.next_observations)
     predicted = state.actor.apply_fn(state.actor.params, observations)
@@ -220,6 +222,7 @@ def score(config: TD3BCConfig, state: TD3BCState, batch: Batch) -> dict[str, jax
     return {
         "action_mse": jnp.mean((predicted - batch.actions) ** 2),
         "td_error": jnp.mean((q - target) ** 2),
+        "q_value": jnp.mean(jnp.min(q, axis=0)),
     }
 
 

@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.set_defaults(func=cmd_demo)
 
     # Subcommands that live with their subsystems.
-    for module in ("seqeval.envs.cli", "seqeval.report", "seqeval.sweep"):
+    for module in ("seqeval.envs.cli", "seqeval.report", "seqeval.sweep",
+                   "seqeval.select"):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     return parser

@@ -1,11 +1,13 @@
 """Every figure seqeval draws: data-efficiency curves (used by `seqeval report`, `seqeval plot`
-and the demo), aggregates with CIs, probability of improvement. Each is written as PNG and PDF,
+and the demo), aggregates with CIs, probability of improvement, and model selection (a criterion
+against the true score, `seqeval select`). Each is written as PNG and PDF,
 sized for a paper (about 3.3 in per panel, fonts >= 7 pt at that size), with the colours and
 line styles of seqeval.style.method_styles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -307,3 +309,89 @@ def improvement_figure(improvement: Sequence[tuple[str, str, str, stats.Interval
             if c:
                 ax.tick_params(labelleft=False)
         return _save(fig, Path(out_stem))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model selection: a criterion against the true score
+
+
+@dataclasses.dataclass
+class SelectionPanel:
+    """One agent on one dataset: a point per configuration at (criterion, true score), means
+    over seeds with their intervals; the criterion's pick and the best configuration marked."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    color: str
+    x: np.ndarray
+    x_low: np.ndarray
+    x_high: np.ndarray
+    y: np.ndarray
+    y_low: np.ndarray
+    y_high: np.ndarray
+    picked: int  # index of the configuration the criterion ranks first
+    best: int  # index of the configuration with the best true score
+    text: str  # under the title (the correlation and regret)
+
+
+def _error_span(center: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    # (2, n) distances for errorbar; none where the interval is undefined (one seed).
+    return np.nan_to_num(np.stack([center - low, high - center]), nan=0.0).clip(min=0.0)
+
+
+def selection_figure(rows: Sequence[Sequence[SelectionPanel | None]], out_stem: Path | str,
+                     panel_width: float = 0.75 * PAPER_PANEL_WIDTH) -> list[Path]:
+    """A grid of SelectionPanels (rows: agent x criterion, columns: datasets; None leaves a
+    cell empty). Configurations whose criterion is not finite are not drawn (the panel says
+    how many). Returns the PNG and PDF paths."""
+    plt = _pyplot()
+    columns = max(len(row) for row in rows)
+    with plt.rc_context(PAPER_RC):
+        fig, axes = plt.subplots(len(rows), columns, squeeze=False,
+                                 figsize=(panel_width * columns, 0.85 * panel_width * len(rows)
+                                          + 0.4),
+                                 layout="constrained")
+        for r, row in enumerate(rows):
+            for c in range(columns):
+                ax = axes[r, c]
+                panel = row[c] if c < len(row) else None
+                if panel is None:
+                    ax.set_axis_off()
+                    continue
+                _draw_selection(ax, panel)
+        handles = [
+            plt.Line2D([], [], linestyle="", marker="o", markersize=7, markerfacecolor="none",
+                       markeredgecolor="black", label="picked by the criterion"),
+            plt.Line2D([], [], linestyle="", marker="*", markersize=6, color="black",
+                       label="best in the environment"),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", frameon=False, ncol=2)
+        return _save(fig, Path(out_stem))
+
+
+def _draw_selection(ax, panel: SelectionPanel) -> None:
+    finite = np.isfinite(panel.x)
+    x, y = panel.x[finite], panel.y[finite]
+    # Intervals faint (with three seeds they are wide), the means solid on top.
+    ax.errorbar(x, y, xerr=_error_span(x, panel.x_low[finite], panel.x_high[finite]),
+                yerr=_error_span(y, panel.y_low[finite], panel.y_high[finite]),
+                linestyle="", color=panel.color, elinewidth=0.5, alpha=0.3)
+    ax.plot(x, y, linestyle="", marker="o", markersize=3.5, color=panel.color)
+    if finite[panel.picked]:
+        ax.plot(panel.x[panel.picked], panel.y[panel.picked], linestyle="", marker="o",
+                markersize=7, markerfacecolor="none", markeredgecolor="black",
+                markeredgewidth=0.8)
+    if finite[panel.best]:
+        ax.plot(panel.x[panel.best], panel.y[panel.best], linestyle="", marker="*",
+                markersize=6, color="black")
+    if x.size and np.all(x > 0) and x.max() > 10 * x.min():  # spans decades: a log axis
+        ax.set_xscale("log")
+    text = panel.text
+    if not finite.all():
+        text += f", {int((~finite).sum())} not drawn (not finite)"
+    # Above the axes, under the title: inside, it would cover points in some corner.
+    ax.set_title(f"{panel.title}\n{text}", fontsize=7)
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel(panel.ylabel)
+    ax.grid(alpha=0.3)

@@ -250,7 +250,8 @@ def _num(value: float, digits: int = 1) -> str:
     return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _with_ci(interval: stats.Interval, digits: int = 1, kind: str = "f") -> str:
+def with_ci(interval: stats.Interval, digits: int = 1, kind: str = "f") -> str:
+    """`point [low, high]` for a table ("n/a" when undefined; no bounds when they are)."""
     if not math.isfinite(interval.point):
         return "n/a"
     text = f"{interval.point:.{digits}{kind}}"
@@ -274,7 +275,8 @@ def _samples_text(interval: stats.Interval, defined: tuple[int, int]) -> str:
     return text
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A CSV table: floats to 6 significant digits, non-finite values as empty cells."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -300,7 +302,7 @@ def write_tables(out: Path, summaries: list[GroupSummary], comparison: Compariso
                      *_interval_cells(s.final_online), *_interval_cells(s.auc_online)])
     cells = [f"{m}_{p}" for m in ("final", "auc", "samples_to_90", "final_online", "auc_online")
              for p in ("mean", "ci_low", "ci_high")]
-    _write_csv(written[0], ["dataset", "agent", "mode", "scale", "seeds", "dataset_size",
+    write_csv(written[0], ["dataset", "agent", "mode", "scale", "seeds", "dataset_size",
                             *cells], rows)
     rows = []
     for method, measures in comparison.aggregates.items():
@@ -308,23 +310,24 @@ def write_tables(out: Path, summaries: list[GroupSummary], comparison: Compariso
             for name, interval in intervals.items():
                 rows.append([method, measure, name, *_interval_cells(interval),
                              len(comparison.datasets), comparison.runs[method]])
-    _write_csv(written[1], ["agent", "measure", "aggregate", "estimate", "ci_low", "ci_high",
+    write_csv(written[1], ["agent", "measure", "aggregate", "estimate", "ci_low", "ci_high",
                             "datasets", "runs_per_dataset"], rows)
     rows = [[x, y, measure, *_interval_cells(p), tasks]
             for x, y, measure, p, tasks in comparison.improvement]
-    _write_csv(written[2], ["agent_x", "agent_y", "measure", "probability_x_better", "ci_low",
+    write_csv(written[2], ["agent_x", "agent_y", "measure", "probability_x_better", "ci_low",
                             "ci_high", "datasets"], rows)
     if prequential:
         written.append(out / "prequential.csv")
         rows = [[p.dataset, p.method, p.metric, p.seeds, *_interval_cells(p.last),
                  *_interval_cells(p.average)] for p in prequential]
-        _write_csv(written[-1], ["dataset", "agent", "metric", "seeds", "last_mean",
+        write_csv(written[-1], ["dataset", "agent", "metric", "seeds", "last_mean",
                                  "last_ci_low", "last_ci_high", "average_mean",
                                  "average_ci_low", "average_ci_high"], rows)
     return written
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a GitHub markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return lines
@@ -362,12 +365,12 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
     for s in summaries:
         g = s.group
         row = [g.dataset, g.label, "normalized" if g.normalized else "*return*",
-               str(len(s.seeds)), _with_ci(s.final), _with_ci(s.auc),
+               str(len(s.seeds)), with_ci(s.final), with_ci(s.auc),
                _samples_text(s.samples_to_90, _defined(s.seeds, "samples_to_90"))]
         if has_online:
-            row += [_with_ci(s.final_online), _with_ci(s.auc_online)]
+            row += [with_ci(s.final_online), with_ci(s.auc_online)]
         rows.append(row)
-    lines += _markdown_table(header, rows)
+    lines += markdown_table(header, rows)
 
     lines += ["", "## Across datasets", ""]
     if comparison.aggregates:
@@ -381,10 +384,10 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
         for measure, title in stats.MEASURES.items():
             lines += ["", f"### {title[0].upper() + title[1:]}", ""]
             rows = [[m, str(comparison.runs[m])]
-                    + [_with_ci(comparison.aggregates[m][measure][a])
+                    + [with_ci(comparison.aggregates[m][measure][a])
                        for a in stats.AGGREGATES]
                     for m in sorted(comparison.aggregates)]
-            lines += _markdown_table(
+            lines += markdown_table(
                 ["agent", "runs per dataset",
                  *(stats.AGGREGATE_TITLES[a] for a in stats.AGGREGATES)], rows)
     else:
@@ -400,9 +403,9 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
             "is a significant difference at the 5% level.",
             "",
         ]
-        rows = [[x, y, stats.MEASURES[measure], _with_ci(p, 2), str(tasks)]
+        rows = [[x, y, stats.MEASURES[measure], with_ci(p, 2), str(tasks)]
                 for x, y, measure, p, tasks in comparison.improvement]
-        lines += _markdown_table(["X", "Y", "measure", "P(X > Y)", "datasets"], rows)
+        lines += markdown_table(["X", "Y", "measure", "P(X > Y)", "datasets"], rows)
     else:
         lines += ["Needs at least two agents run on a common dataset."]
 
@@ -416,9 +419,9 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
             "a 95% t interval; lower is better.",
             "",
         ]
-        rows = [[p.dataset, p.method, p.metric, str(p.seeds), _with_ci(p.last, 4, "g"),
-                 _with_ci(p.average, 4, "g")] for p in prequential]
-        lines += _markdown_table(["dataset", "agent", "metric", "seeds", "last", "average"],
+        rows = [[p.dataset, p.method, p.metric, str(p.seeds), with_ci(p.last, 4, "g"),
+                 with_ci(p.average, 4, "g")] for p in prequential]
+        lines += markdown_table(["dataset", "agent", "metric", "seeds", "last", "average"],
                                  rows)
 
     if figures:

@@ -124,14 +124,16 @@ def aggregate(scores: np.ndarray, name: str, threshold: float = OPTIMALITY_THRES
 # interval describes the uncertainty from the finite number of seeds on this set of datasets.
 
 
-def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    # The percentile method on numpy's default (linear) quantiles, as arch/rliable do.
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """(low, high) of a bootstrap distribution: the percentile method on numpy's default
+    (linear) quantiles, as arch/rliable do."""
     alpha = (1.0 - confidence) / 2.0
     low, high = np.percentile(samples, [100.0 * alpha, 100.0 * (1.0 - alpha)])
     return float(low), float(high)
 
 
-def _block_sizes(reps: int, elements_per_rep: int) -> list[int]:
+def block_sizes(reps: int, elements_per_rep: int) -> list[int]:
+    """Resamples per block, so that a block holds at most _BLOCK_ELEMENTS elements."""
     block = max(1, _BLOCK_ELEMENTS // max(1, elements_per_rep))
     return [min(block, reps - start) for start in range(0, reps, block)]
 
@@ -152,7 +154,7 @@ def bootstrap_aggregates(
     rng = np.random.default_rng(seed)
     columns = np.arange(tasks)
     out: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for size in _block_sizes(reps, runs * tasks):
+    for size in block_sizes(reps, runs * tasks):
         rows = rng.integers(0, runs, size=(size, runs, tasks))
         resampled = matrix[rows, columns]  # (size, runs, tasks)
         for name, fn in fns.items():
@@ -173,7 +175,7 @@ def aggregate_intervals(
     samples = bootstrap_aggregates(matrix, names, reps, seed, threshold)
     result = {}
     for name in names:
-        low, high = _percentile_interval(samples[name], confidence)
+        low, high = percentile_interval(samples[name], confidence)
         result[name] = Interval(aggregate(matrix, name, threshold), low, high)
     return result
 
@@ -225,7 +227,7 @@ def bootstrap_probability_of_improvement(
     parts = []
     # A resample enters only through how often it draws each original run, so U is the bilinear
     # form counts_x^T W counts_y; that avoids materialising (reps, nx, ny) comparisons.
-    for size in _block_sizes(reps, (nx + ny) * tasks * 2):
+    for size in block_sizes(reps, (nx + ny) * tasks * 2):
         counts_x = _draw_counts(rng, size, nx, tasks)  # (size, tasks, nx)
         counts_y = _draw_counts(rng, size, ny, tasks)  # (size, tasks, ny)
         per_task = np.einsum("rti,tij,rtj->rt", counts_x, wins, counts_y) / (nx * ny)
@@ -242,7 +244,7 @@ def probability_of_improvement_interval(
 ) -> Interval:
     """P(X > Y) with its stratified-bootstrap percentile CI."""
     samples = bootstrap_probability_of_improvement(x, y, reps, seed)
-    low, high = _percentile_interval(samples, confidence)
+    low, high = percentile_interval(samples, confidence)
     return Interval(probability_of_improvement(x, y), low, high)
 
 
