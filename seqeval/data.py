@@ -234,6 +234,22 @@ def _reference_scores(dataset_id: str, arrays: dict) -> tuple[float | None, floa
     return ref_min, ref_max
 
 
+CACHE_KEYS = (*ARRAY_FIELDS, "action_low", "action_high", "ref_present", "ref_scores")
+
+
+def _read_cache(cache: Path, fingerprint: str) -> dict | None:
+    """The cached arrays, or None when the cache is stale or cannot be read (then rebuilt)."""
+    try:
+        with np.load(cache) as stored:
+            if str(stored["fingerprint"]) != fingerprint:
+                return None
+            return {k: stored[k] for k in CACHE_KEYS}
+    except Exception as error:  # a damaged archive fails in many ways (BadZipFile, zlib, EOF...)
+        print(f"seqeval: note: the dataset cache '{cache}' cannot be read "
+              f"({type(error).__name__}); rebuilding it", file=sys.stderr)
+        return None
+
+
 def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
     """Flat arrays of a local Minari dataset; raises UserError when it cannot be used."""
     root = dataset_root(dataset_id)
@@ -247,12 +263,7 @@ def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
     cache = root / CACHE_NAME
     arrays = None
     if use_cache and cache.is_file():
-        try:
-            with np.load(cache) as stored:
-                if str(stored["fingerprint"]) == fingerprint:
-                    arrays = {k: stored[k] for k in stored.files if k != "fingerprint"}
-        except (OSError, ValueError, KeyError):
-            arrays = None  # unreadable cache: rebuild it
+        arrays = _read_cache(cache, fingerprint)
     if arrays is None:
         arrays = _read_minari(dataset_id)
         if use_cache:
