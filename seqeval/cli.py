@@ -9,6 +9,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -153,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqeval: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`seqeval agents | head -1`): stop quietly, as Unix tools do,
+        # and keep Python's final flush of stdout from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

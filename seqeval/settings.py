@@ -202,9 +202,10 @@ def check_settings(settings: RunSettings) -> None:
             raise UserError(f"{run_flag(name)} must be at least 1 (got {value})")
     last_seed = settings.seed + settings.num_seeds - 1
     if settings.seed < 0 or last_seed > MAX_SEED:
-        raise UserError(f"seeds {settings.seed}..{last_seed} are outside 0..{MAX_SEED} (JAX "
-                        "keys hold 32 bits, so other seeds would repeat these); pass a --seed "
-                        "in that range")
+        seeds = (f"--seed {settings.seed}" if settings.num_seeds == 1 else
+                 f"seeds {settings.seed}..{last_seed}")
+        raise UserError(f"{seeds} is outside 0..{MAX_SEED} (JAX keys hold 32 bits, so other "
+                        "seeds would repeat it); pass a --seed in that range")
     environments = settings.num_seeds * settings.eval_episodes
     if environments > MAX_EVALUATION_ENVIRONMENTS:
         raise UserError(f"--seeds {settings.num_seeds} x --eval-episodes "
