@@ -155,12 +155,38 @@ def _fingerprint(root: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_minari(dataset_id: str) -> dict:
-    """Read every episode through Minari's API (slow; the result is cached)."""
-    import gymnasium as gym
+def _damaged_dataset(dataset_id: str, error: Exception) -> UserError:
+    detail = str(error).splitlines()[0] if str(error) else ""
+    return UserError(
+        f"dataset '{dataset_id}' cannot be read ({type(error).__name__}"
+        f"{': ' + detail if detail else ''}); its files in {dataset_root(dataset_id) / 'data'} "
+        "are damaged or incomplete: rebuild it ('seqeval datasets build ...') or download it "
+        "again")
+
+
+def _open_minari(dataset_id: str):
+    """minari.load_dataset, with damaged files (metadata.json, HDF5) as a UserError."""
     import minari
 
-    dataset = minari.load_dataset(dataset_id)
+    try:
+        return minari.load_dataset(dataset_id)
+    except Exception as error:  # JSONDecodeError, OSError from h5py, Minari's ValueError...
+        raise _damaged_dataset(dataset_id, error) from None
+
+
+def _read_minari(dataset_id: str) -> dict:
+    """Read every episode through Minari's API (slow; the result is cached)."""
+    try:
+        return _read_episodes(dataset_id, _open_minari(dataset_id))
+    except UserError:
+        raise
+    except Exception as error:  # an HDF5 file damaged past its header
+        raise _damaged_dataset(dataset_id, error) from None
+
+
+def _read_episodes(dataset_id: str, dataset) -> dict:
+    import gymnasium as gym
+
     for role, space in (("observation", dataset.observation_space),
                         ("action", dataset.action_space)):
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
@@ -287,9 +313,7 @@ def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
 def make_eval_env_factory(dataset_id: str):
     """A zero-argument function creating the dataset's evaluation environment
     (Minari's `recover_environment(eval_env=True)`)."""
-    import minari
-
-    dataset = minari.load_dataset(dataset_id)
+    dataset = _open_minari(dataset_id)
     if dataset.env_spec is None:
         raise UserError(
             f"dataset '{dataset_id}' records no environment; seqeval cannot evaluate in it"
