@@ -421,7 +421,14 @@ def get_agent(name: str) -> Agent:
         return _agent_from(importlib.import_module(BUILTIN_AGENTS[name]), f"agent '{name}'")
     entry_points = _entry_points()
     if name in entry_points:
-        return _agent_from(entry_points[name].load(), f"entry point '{name}'")
+        try:
+            loaded = entry_points[name].load()
+        except Exception as error:  # the package's own mistake: one line naming it
+            message = str(error).splitlines()[0] if str(error) else ""
+            raise UserError(f"agent '{name}' (entry point {entry_points[name].value}) cannot be "
+                            f"loaded: {type(error).__name__}{': ' + message if message else ''}"
+                            "; fix or reinstall its package") from None
+        return _agent_from(loaded, f"entry point '{name}'")
     known = ", ".join(available_agents())
     raise UserError(
         f"unknown agent '{name}'; choose one of: {known} (or --agent path/to/file.py[:NAME])"
