@@ -391,8 +391,10 @@ def _load_from_file(spec: str) -> Agent:
 def _where_it_failed(error: Exception, path: Path) -> str:
     """'line N: ErrorType: message' of an exception raised while executing the file `path`
     (the file's last line in the traceback; a SyntaxError carries its own)."""
-    if isinstance(error, SyntaxError):
-        return f"line {error.lineno}: SyntaxError: {error.msg}"
+    if isinstance(error, SyntaxError):  # in the file, or in a module it imports
+        elsewhere = error.filename and Path(error.filename).resolve() != path.resolve()
+        where = f"{error.filename} line" if elsewhere else "line"
+        return f"{where} {error.lineno}: {type(error).__name__}: {error.msg}"
     line = None
     for frame in traceback.extract_tb(error.__traceback__):
         if Path(frame.filename).resolve() == path.resolve():
