@@ -21,7 +21,15 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import (
+    POSITIVE,
+    Agent,
+    Batch,
+    DatasetStats,
+    Spaces,
+    check_log_std_bounds,
+    check_ranges,
+)
 from seqeval.algorithms.nets import (
     GaussianActor,
     StateActionEnsemble,
@@ -190,6 +198,12 @@ def score(config: AWACConfig, state: AWACState, batch: Batch) -> dict[str, jax.A
     }
 
 
+def check_config(config: AWACConfig) -> None:
+    """Ranges of this agent's settings, beyond the conventions every config meets."""
+    check_ranges("awac", config, awac_lambda=POSITIVE, max_weight=POSITIVE)
+    check_log_std_bounds("awac", config)
+
+
 AGENT = Agent(
     name="awac",
     config_class=AWACConfig,
@@ -198,6 +212,7 @@ AGENT = Agent(
     act=act,
     explore=explore,
     score=score,
+    check_config=check_config,
     description="AWAC (Nair et al. 2020): twin Q critic, actor weighted by exp(advantage / "
                 "lambda)",
 )

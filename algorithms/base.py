@@ -7,6 +7,7 @@ An agent is a frozen config dataclass plus pure, jittable, vmappable functions:
     act(config, state, observations, key, deterministic) -> actions
     explore(config, state, observations, key)     -> actions      (optional; online phase)
     score(config, state, batch)                   -> metrics      (optional; prequential signal)
+    check_config(config)                          -> None         (optional; raise UserError)
 
 The evaluator only ever calls these functions; it never looks inside a state. Conventions:
 - actions are in [-1, 1] on every axis (the evaluator rescales to the environment's bounds);
@@ -22,7 +23,9 @@ import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util
+import math
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -134,6 +137,7 @@ UpdateFn = Callable[[Any, Any, Batch, jax.Array], tuple[Any, dict[str, jax.Array
 ActFn = Callable[[Any, Any, jax.Array, jax.Array, bool], jax.Array]
 ExploreFn = Callable[[Any, Any, jax.Array, jax.Array], jax.Array]
 ScoreFn = Callable[[Any, Any, Batch], dict[str, jax.Array]]
+CheckConfigFn = Callable[[Any], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +155,10 @@ class Agent:
     # The algorithm's own batch size (ReBRAC: 1024), used unless the run sets --batch-size;
     # None: the protocol's DEFAULT_BATCH_SIZE.
     default_batch_size: int | None = None
+    # The agent's own constraints on its config (e.g. IQL's expectile in (0, 1)), beyond the
+    # conventions every config is checked against (`check_config_conventions`); raises a
+    # UserError naming the field and its allowed range (`config_error`).
+    check_config: CheckConfigFn | None = None
 
     def explore_actions(self, config: Any, state: Any, observations: jax.Array,
                         key: jax.Array) -> jax.Array:
@@ -165,8 +173,13 @@ class Agent:
                      if f.name.endswith("hidden_dims"))
 
     def make_config(self, overrides: Mapping[str, str] | None = None) -> Any:
-        """The default config with `overrides` (key -> string value) applied and type-checked."""
-        return make_config(self.config_class, overrides or {}, agent_name=self.name)
+        """The default config with `overrides` (key -> string value) applied and checked: its
+        types, the conventions on field names, and the agent's own `check_config`."""
+        config = make_config(self.config_class, overrides or {}, agent_name=self.name)
+        check_config_conventions(config, self.name)
+        if self.check_config is not None:
+            self.check_config(config)
+        return config
 
 
 DEFAULT_BATCH_SIZE = 256  # the protocol's batch size (the SeqEval paper's) when neither the
@@ -205,7 +218,13 @@ def _parse_value(text: str, annotation: Any, key: str, agent_name: str) -> Any:
                 continue
         raise bad
     if origin is tuple:
-        items = [t for t in text.replace(" ", "").strip("()[]").split(",") if t]
+        inside = text.replace(" ", "").strip("()[]")
+        items = inside.split(",") if inside else []  # "()" or "": the empty tuple
+        if items and items[-1] == "" and len(items) > 1:
+            items.pop()  # one trailing comma, as in "(256,)"
+        if "" in items:
+            raise UserError(f"agent '{agent_name}': --agent.{key} expects comma-separated "
+                            f"values such as 256,256, got '{text}'")
         inner = args[0] if args else str
         return tuple(_parse_value(t, inner, key, agent_name) for t in items)
     if annotation is bool:
@@ -254,6 +273,74 @@ def make_config(config_class: type, overrides: Mapping[str, Any], agent_name: st
     return config_class(**values)
 
 
+def config_error(agent_name: str, field: str, allowed: str, value: Any) -> UserError:
+    """The error for a config value outside its range, e.g.
+    `config_error("iql", "expectile", "in (0, 1)", 2.0)`."""
+    return UserError(f"agent '{agent_name}': --agent.{field} must be {allowed} (got {value!r}); "
+                     "pass a value in that range")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """An interval a config value must lie in (for `check_ranges`)."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False  # the low end itself is excluded
+    high_open: bool = False
+
+    def __contains__(self, value: Any) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}")
+
+
+POSITIVE = Range(0.0, low_open=True)
+NON_NEGATIVE = Range(0.0)
+AT_LEAST_ONE = Range(1.0)
+OPEN_UNIT = Range(0.0, 1.0, low_open=True, high_open=True)
+
+
+def check_ranges(agent_name: str, config: Any, **ranges: Range) -> None:
+    """Raise `config_error` for the first field outside its range (None values pass), e.g.
+    `check_ranges("iql", config, expectile=OPEN_UNIT, temperature=NON_NEGATIVE)`."""
+    for field, allowed in ranges.items():
+        value = getattr(config, field)
+        if value is not None and value not in allowed:
+            raise config_error(agent_name, field, str(allowed), value)
+
+
+def check_log_std_bounds(agent_name: str, config: Any) -> None:
+    """`log_std_min` must lie below `log_std_max`."""
+    if not config.log_std_min < config.log_std_max:
+        raise config_error(agent_name, "log_std_min", f"below log_std_max ({config.log_std_max})",
+                           config.log_std_min)
+
+
+def check_config_conventions(config: Any, agent_name: str = "agent") -> None:
+    """What every agent's config must satisfy, by field name: numbers are finite; a
+    `*learning_rate` is > 0; `*hidden_dims` widths are >= 1; `discount` and `tau` are in
+    (0, 1]. Raises the UserError of `config_error`."""
+    for field in dataclasses.fields(config):
+        name, value = field.name, getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise config_error(agent_name, name, "a finite number", value)
+        if name.endswith("learning_rate") and isinstance(value, int | float) and value <= 0:
+            raise config_error(agent_name, name, "> 0", value)
+        if name.endswith("hidden_dims") and isinstance(value, tuple) and any(
+                not isinstance(width, int) or width < 1 for width in value):
+            raise config_error(agent_name, name, "layer widths of at least 1, e.g. 256,256",
+                               ",".join(map(str, value)))
+        if name in ("discount", "tau") and isinstance(value, int | float) and not 0 < value <= 1:
+            raise config_error(agent_name, name, "in (0, 1]", value)
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass."""
     items = dataclasses.asdict(config).items()
@@ -289,11 +376,32 @@ def _load_from_file(spec: str) -> Agent:
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # the file's own mistake: one line naming where it failed
+        sys.modules.pop(module_name, None)
+        raise UserError(f"agent file '{path}' cannot be loaded: {_where_it_failed(error, path)}; "
+                        "fix the file") from None
     if not hasattr(module, attribute):
         raise UserError(f"agent file '{path}' defines no '{attribute}'; use --agent {path}:NAME "
                         "with the name of its Agent")
     return _agent_from(getattr(module, attribute), f"'{spec}'")
+
+
+def _where_it_failed(error: Exception, path: Path) -> str:
+    """'line N: ErrorType: message' of an exception raised while executing the file `path`
+    (the file's last line in the traceback; a SyntaxError carries its own)."""
+    if isinstance(error, SyntaxError):  # in the file, or in a module it imports
+        elsewhere = error.filename and Path(error.filename).resolve() != path.resolve()
+        where = f"{error.filename} line" if elsewhere else "line"
+        return f"{where} {error.lineno}: {type(error).__name__}: {error.msg}"
+    line = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            line = frame.lineno
+    message = str(error).splitlines()[0] if str(error) else ""
+    where = f"line {line}: " if line is not None else ""
+    return f"{where}{type(error).__name__}" + (f": {message}" if message else "")
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
@@ -315,7 +423,14 @@ def get_agent(name: str) -> Agent:
         return _agent_from(importlib.import_module(BUILTIN_AGENTS[name]), f"agent '{name}'")
     entry_points = _entry_points()
     if name in entry_points:
-        return _agent_from(entry_points[name].load(), f"entry point '{name}'")
+        try:
+            loaded = entry_points[name].load()
+        except Exception as error:  # the package's own mistake: one line naming it
+            message = str(error).splitlines()[0] if str(error) else ""
+            raise UserError(f"agent '{name}' (entry point {entry_points[name].value}) cannot be "
+                            f"loaded: {type(error).__name__}{': ' + message if message else ''}"
+                            "; fix or reinstall its package") from None
+        return _agent_from(loaded, f"entry point '{name}'")
     known = ", ".join(available_agents())
     raise UserError(
         f"unknown agent '{name}'; choose one of: {known} (or --agent path/to/file.py[:NAME])"

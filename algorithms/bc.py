@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import NON_NEGATIVE, Agent, Batch, DatasetStats, Spaces, check_ranges
 from seqeval.algorithms.nets import DeterministicActor, adam, normalize, observation_stats
 
 
@@ -81,6 +81,11 @@ def score(config: BCConfig, state: BCState, batch: Batch) -> dict[str, jax.Array
     return {"action_mse": bc_loss(predicted, batch.actions)}
 
 
+def check_config(config: BCConfig) -> None:
+    """Ranges of this agent's settings, beyond the conventions every config meets."""
+    check_ranges("bc", config, exploration_noise=NON_NEGATIVE)
+
+
 AGENT = Agent(
     name="bc",
     config_class=BCConfig,
@@ -88,5 +93,6 @@ AGENT = Agent(
     update=update,
     act=act,
     score=score,
+    check_config=check_config,
     description="behavioural cloning (deterministic MSE actor)",
 )

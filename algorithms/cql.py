@@ -19,7 +19,17 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Agent,
+    Batch,
+    DatasetStats,
+    Spaces,
+    check_log_std_bounds,
+    check_ranges,
+)
 from seqeval.algorithms.nets import (
     StateActionEnsemble,
     TanhGaussianActor,
@@ -277,6 +287,13 @@ def score(config: CQLConfig, state: CQLState, batch: Batch) -> dict[str, jax.Arr
     }
 
 
+def check_config(config: CQLConfig) -> None:
+    """Ranges of this agent's settings, beyond the conventions every config meets."""
+    check_ranges("cql", config, num_sampled_actions=AT_LEAST_ONE, cql_weight=NON_NEGATIVE,
+                 cql_temperature=POSITIVE, initial_alpha=POSITIVE)
+    check_log_std_bounds("cql", config)
+
+
 AGENT = Agent(
     name="cql",
     config_class=CQLConfig,
@@ -285,5 +302,6 @@ AGENT = Agent(
     act=act,
     explore=explore,
     score=score,
+    check_config=check_config,
     description="CQL (Kumar et al. 2020): SAC with a conservative logsumexp penalty",
 )

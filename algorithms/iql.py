@@ -17,7 +17,17 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import (
+    NON_NEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    Agent,
+    Batch,
+    DatasetStats,
+    Spaces,
+    check_log_std_bounds,
+    check_ranges,
+)
 from seqeval.algorithms.nets import (
     GaussianActor,
     StateActionEnsemble,
@@ -215,6 +225,13 @@ def score(config: IQLConfig, state: IQLState, batch: Batch) -> dict[str, jax.Arr
     }
 
 
+def check_config(config: IQLConfig) -> None:
+    """Ranges of this agent's settings, beyond the conventions every config meets."""
+    check_ranges("iql", config, expectile=OPEN_UNIT, temperature=NON_NEGATIVE,
+                 max_weight=POSITIVE)
+    check_log_std_bounds("iql", config)
+
+
 AGENT = Agent(
     name="iql",
     config_class=IQLConfig,
@@ -223,5 +240,6 @@ AGENT = Agent(
     act=act,
     explore=explore,
     score=score,
+    check_config=check_config,
     description="IQL (Kostrikov et al. 2021): expectile V, twin Q, advantage-weighted actor",
 )

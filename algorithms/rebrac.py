@@ -26,7 +26,15 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    Agent,
+    Batch,
+    DatasetStats,
+    Spaces,
+    check_ranges,
+)
 from seqeval.algorithms.nets import (
     DeterministicActor,
     MLPOptions,
@@ -190,6 +198,13 @@ def score(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> dict[str, j
     }
 
 
+def check_config(config: ReBRACConfig) -> None:
+    """Ranges of this agent's settings, beyond the conventions every config meets."""
+    check_ranges("rebrac", config, actor_bc_coef=NON_NEGATIVE, critic_bc_coef=NON_NEGATIVE,
+                 policy_noise=NON_NEGATIVE, noise_clip=NON_NEGATIVE,
+                 policy_frequency=AT_LEAST_ONE, exploration_noise=NON_NEGATIVE)
+
+
 AGENT = Agent(
     name="rebrac",
     config_class=ReBRACConfig,
@@ -198,6 +213,7 @@ AGENT = Agent(
     act=act,  # TD3+BC's: the deterministic actor
     explore=explore,  # TD3+BC's: the deterministic action plus Gaussian noise
     score=score,
+    check_config=check_config,
     description="ReBRAC (Tarasov et al. 2023): TD3+BC with actor and critic BC penalties, "
                 "LayerNorm critics, batch 1024",
     default_batch_size=REFERENCE_BATCH_SIZE,

@@ -28,7 +28,16 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import (
+    AT_LEAST_ONE,
+    POSITIVE,
+    Agent,
+    Batch,
+    DatasetStats,
+    Spaces,
+    check_log_std_bounds,
+    check_ranges,
+)
 from seqeval.algorithms.nets import (
     StateActionEnsemble,
     TanhGaussianActor,
@@ -239,6 +248,12 @@ def score(config: SACConfig, state: SACState, batch: Batch) -> dict[str, jax.Arr
     }
 
 
+def check_config(config: SACConfig) -> None:
+    """Ranges of this agent's settings, beyond the conventions every config meets."""
+    check_ranges("sac", config, num_critics=AT_LEAST_ONE, initial_temperature=POSITIVE)
+    check_log_std_bounds("sac", config)
+
+
 AGENT = Agent(
     name="sac",
     config_class=SACConfig,
@@ -247,6 +262,7 @@ AGENT = Agent(
     act=act,
     explore=explore,
     score=score,
+    check_config=check_config,
     description="SAC (Haarnoja et al. 2018): off-policy maximum-entropy actor-critic, "
                 "no offline constraint",
 )

@@ -19,7 +19,15 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    Agent,
+    Batch,
+    DatasetStats,
+    Spaces,
+    check_ranges,
+)
 from seqeval.algorithms.nets import (
     DeterministicActor,
     StateActionEnsemble,
@@ -226,6 +234,13 @@ def score(config: TD3BCConfig, state: TD3BCState, batch: Batch) -> dict[str, jax
     }
 
 
+def check_config(config: TD3BCConfig) -> None:
+    """Ranges of this agent's settings, beyond the conventions every config meets."""
+    check_ranges("td3_bc", config, alpha=NON_NEGATIVE, policy_noise=NON_NEGATIVE,
+                 noise_clip=NON_NEGATIVE, policy_frequency=AT_LEAST_ONE,
+                 exploration_noise=NON_NEGATIVE)
+
+
 AGENT = Agent(
     name="td3_bc",
     config_class=TD3BCConfig,
@@ -234,5 +249,6 @@ AGENT = Agent(
     act=act,
     explore=explore,
     score=score,
+    check_config=check_config,
     description="TD3+BC (Fujimoto & Gu 2021): TD3 with a behaviour-cloning actor term",
 )

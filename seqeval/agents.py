@@ -9,14 +9,23 @@ package, `algorithms/` in the repository) are written against exactly this modul
 """
 
 from seqeval.algorithms.base import (
+    AT_LEAST_ONE,
     DEFAULT_BATCH_SIZE,
     ENTRY_POINT_GROUP,
+    NON_NEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
     Agent,
     Batch,
     DatasetStats,
+    Range,
     Spaces,
     agent_display_name,
     available_agents,
+    check_config_conventions,
+    check_log_std_bounds,
+    check_ranges,
+    config_error,
     config_to_dict,
     get_agent,
     make_config,
@@ -52,7 +61,10 @@ from seqeval.algorithms.nets import (
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "ENTRY_POINT_GROUP", "Agent", "Batch", "DatasetStats", "Spaces",
-    "agent_display_name", "available_agents", "config_to_dict", "get_agent", "make_config",
+    "agent_display_name", "available_agents", "check_config_conventions", "config_error",
+    "check_ranges", "check_log_std_bounds", "Range", "POSITIVE", "NON_NEGATIVE", "AT_LEAST_ONE",
+    "OPEN_UNIT",
+    "config_to_dict", "get_agent", "make_config",
     "resolve_batch_size", "agent_fingerprint", "check_agent",
     "MLP", "Dense", "DeterministicActor", "EnsembleMLP", "GaussianActor", "MLPOptions",
     "StateActionEnsemble", "StateActionValue", "StateValue", "TanhGaussianActor", "adam",

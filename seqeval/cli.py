@@ -9,12 +9,18 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
 
 from seqeval.errors import DivergenceError, UserError
-from seqeval.settings import add_run_arguments, join_negative_values, settings_from_arguments
+from seqeval.settings import (
+    add_run_arguments,
+    check_settings,
+    join_negative_values,
+    settings_from_arguments,
+)
 
 AGENT_PREFIX = "--agent."
 
@@ -38,9 +44,13 @@ def parse_agent_overrides(extra: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    settings = settings_from_arguments(args, parse_agent_overrides(extra))
+    check_settings(settings)  # before JAX is imported: a wrong flag is answered at once
+    from seqeval.results import check_out_path
+
+    check_out_path(settings.out)
     from seqeval.runner import run
 
-    settings = settings_from_arguments(args, parse_agent_overrides(extra))
     summary = run(settings)
     score = summary.get("last_mean_normalized_score")
     shown = f"normalized score {score:.1f}" if score is not None else (
@@ -95,7 +105,14 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
-def build_parser() -> argparse.ArgumentParser:
+BUILTIN_COMMANDS = ("run", "plot", "agents", "demo")
+# Subcommands that live with their subsystems (imported only when they may be the command).
+SUBSYSTEM_MODULES = ("seqeval.envs.cli", "seqeval.report", "seqeval.sweep", "seqeval.select")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; given `command` (one of BUILTIN_COMMANDS), only the
+    built-in ones, sparing the imports of the subsystems' modules."""
     parser = _Parser(
         prog="seqeval",
         description="Sequential evaluation of offline RL agents: data-efficiency curves.",
@@ -126,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--figure", default="figures/demo.png")
     demo_parser.set_defaults(func=cmd_demo)
 
-    # Subcommands that live with their subsystems.
-    for module in ("seqeval.envs.cli", "seqeval.report", "seqeval.sweep",
-                   "seqeval.select"):
+    if command in BUILTIN_COMMANDS:
+        return parser
+    for module in SUBSYSTEM_MODULES:
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     return parser
@@ -136,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="minari")
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     try:
         args, extra = parser.parse_known_args(join_negative_values(argv))
         if getattr(args, "takes_extra", False):
@@ -154,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqeval: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`seqeval agents | head -1`): stop quietly, as Unix tools do,
+        # and keep Python's final flush of stdout from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -155,12 +155,38 @@ def _fingerprint(root: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_minari(dataset_id: str) -> dict:
-    """Read every episode through Minari's API (slow; the result is cached)."""
-    import gymnasium as gym
+def _damaged_dataset(dataset_id: str, error: Exception) -> UserError:
+    detail = str(error).splitlines()[0] if str(error) else ""
+    return UserError(
+        f"dataset '{dataset_id}' cannot be read ({type(error).__name__}"
+        f"{': ' + detail if detail else ''}); its files in {dataset_root(dataset_id) / 'data'} "
+        "are damaged or incomplete: rebuild it ('seqeval datasets build ...') or download it "
+        "again")
+
+
+def _open_minari(dataset_id: str):
+    """minari.load_dataset, with damaged files (metadata.json, HDF5) as a UserError."""
     import minari
 
-    dataset = minari.load_dataset(dataset_id)
+    try:
+        return minari.load_dataset(dataset_id)
+    except Exception as error:  # JSONDecodeError, OSError from h5py, Minari's ValueError...
+        raise _damaged_dataset(dataset_id, error) from None
+
+
+def _read_minari(dataset_id: str) -> dict:
+    """Read every episode through Minari's API (slow; the result is cached)."""
+    try:
+        return _read_episodes(dataset_id, _open_minari(dataset_id))
+    except UserError:
+        raise
+    except Exception as error:  # an HDF5 file damaged past its header
+        raise _damaged_dataset(dataset_id, error) from None
+
+
+def _read_episodes(dataset_id: str, dataset) -> dict:
+    import gymnasium as gym
+
     for role, space in (("observation", dataset.observation_space),
                         ("action", dataset.action_space)):
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
@@ -234,6 +260,22 @@ def _reference_scores(dataset_id: str, arrays: dict) -> tuple[float | None, floa
     return ref_min, ref_max
 
 
+CACHE_KEYS = (*ARRAY_FIELDS, "action_low", "action_high", "ref_present", "ref_scores")
+
+
+def _read_cache(cache: Path, fingerprint: str) -> dict | None:
+    """The cached arrays, or None when the cache is stale or cannot be read (then rebuilt)."""
+    try:
+        with np.load(cache) as stored:
+            if str(stored["fingerprint"]) != fingerprint:
+                return None
+            return {k: stored[k] for k in CACHE_KEYS}
+    except Exception as error:  # a damaged archive fails in many ways (BadZipFile, zlib, EOF...)
+        print(f"seqeval: note: the dataset cache '{cache}' cannot be read "
+              f"({type(error).__name__}); rebuilding it", file=sys.stderr)
+        return None
+
+
 def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
     """Flat arrays of a local Minari dataset; raises UserError when it cannot be used."""
     root = dataset_root(dataset_id)
@@ -247,12 +289,7 @@ def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
     cache = root / CACHE_NAME
     arrays = None
     if use_cache and cache.is_file():
-        try:
-            with np.load(cache) as stored:
-                if str(stored["fingerprint"]) == fingerprint:
-                    arrays = {k: stored[k] for k in stored.files if k != "fingerprint"}
-        except (OSError, ValueError, KeyError):
-            arrays = None  # unreadable cache: rebuild it
+        arrays = _read_cache(cache, fingerprint)
     if arrays is None:
         arrays = _read_minari(dataset_id)
         if use_cache:
@@ -276,9 +313,7 @@ def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
 def make_eval_env_factory(dataset_id: str):
     """A zero-argument function creating the dataset's evaluation environment
     (Minari's `recover_environment(eval_env=True)`)."""
-    import minari
-
-    dataset = minari.load_dataset(dataset_id)
+    dataset = _open_minari(dataset_id)
     if dataset.env_spec is None:
         raise UserError(
             f"dataset '{dataset_id}' records no environment; seqeval cannot evaluate in it"

@@ -414,6 +414,24 @@ def retrain_summary(progress: Progress, sizes: Sequence[int], budgets: Sequence[
 # The directory.
 
 
+def check_out_path(path: Path | str) -> None:
+    """Refuse a run directory that can never hold a run (a file, a folder of other files, a
+    place that cannot be written), before anything is loaded; creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out '{path}' is a file; pass a directory")
+    if path.is_dir() and not (path / "config.json").exists() and not (
+            path / LOCK).exists() and any(path.iterdir()):
+        raise UserError(f"'{path}' exists and is not a seqeval run; choose another --out")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot create the run directory '{path}' ('{existing}' is a file); "
+                        "choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create the run directory '{path}' ('{existing}' is not "
+                        "writable); choose another --out or fix its permissions")
+
+
 class RunDir:
     """Files of one run. Creating it over an existing run of a different config is refused."""
 
@@ -437,12 +455,7 @@ class RunDir:
         A second run into the same directory would interleave rows; it is refused, naming
         the holder.
         """
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"--out '{self.path}' is a file; pass a directory")
-        if self.path.is_dir() and not self.config_path.exists() and not (
-                self.path / LOCK).exists() and any(self.path.iterdir()):
-            raise UserError(f"'{self.path}' exists and is not a seqeval run; choose another "
-                            "--out")
+        check_out_path(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)

@@ -20,6 +20,7 @@ import errno
 
 from seqeval.context import StopRequest, load_context
 from seqeval.errors import UserError
+from seqeval.results import check_out_path
 from seqeval.retrain import run_retrain
 from seqeval.sequential import run_sequential
 from seqeval.settings import MODES, RunSettings
@@ -33,6 +34,7 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 def run(settings: RunSettings) -> dict:
     """Run (or resume) an evaluation; returns the summary written to summary.json."""
+    check_out_path(settings.out)  # before the data and the agent are loaded
     with StopRequest() as stop:
         context = load_context(settings, stop)
         context.run_dir.lock()

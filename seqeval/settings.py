@@ -19,6 +19,12 @@ from seqeval.errors import UserError
 
 MODES = ("sequential", "full", "retrain")
 DEFAULT_INITIAL_SIZE = 5000
+# JAX keys hold 32 bits of a seed: a larger or negative one would repeat another seed's keys.
+MAX_SEED = 2**32 - 1
+# Each evaluation steps seeds x episodes environments side by side, all created up front.
+MAX_EVALUATION_ENVIRONMENTS = 10_000
+# Sizes, positions and step counts are 32-bit integers in the compiled programs.
+MAX_COUNT = 2**31 - 1
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -196,6 +202,24 @@ def check_settings(settings: RunSettings) -> None:
         value = getattr(settings, name)
         if value is not None and value < 1:
             raise UserError(f"{run_flag(name)} must be at least 1 (got {value})")
+    for field, _ in _flag_fields():
+        value = getattr(settings, field.name)
+        values = value if field.name == "sizes" and value is not None else (value,)
+        if field.name != "seed" and any(type(v) is int and v > MAX_COUNT for v in values):
+            raise UserError(f"{run_flag(field.name)} {max(values)} is beyond {MAX_COUNT} (the "
+                            "compiled programs count in 32-bit integers); pass a smaller value")
+    last_seed = settings.seed + settings.num_seeds - 1
+    if settings.seed < 0 or last_seed > MAX_SEED:
+        seeds = (f"--seed {settings.seed}" if settings.num_seeds == 1 else
+                 f"seeds {settings.seed}..{last_seed}")
+        raise UserError(f"{seeds} is outside 0..{MAX_SEED} (JAX keys hold 32 bits, so other "
+                        "seeds would repeat it); pass a --seed in that range")
+    environments = settings.num_seeds * settings.eval_episodes
+    if environments > MAX_EVALUATION_ENVIRONMENTS:
+        raise UserError(f"--seeds {settings.num_seeds} x --eval-episodes "
+                        f"{settings.eval_episodes} = {environments} evaluation environments, "
+                        f"stepped side by side; at most {MAX_EVALUATION_ENVIRONMENTS} fit: pass "
+                        "fewer --eval-episodes (10 is the protocol's)")
     if settings.online_steps < 0:
         raise UserError(f"--online-steps must be 0 or more (got {settings.online_steps})")
     if settings.mode == "retrain" and settings.online_steps:

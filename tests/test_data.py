@@ -58,6 +58,39 @@ def test_cache_is_used_and_invalidated_when_the_dataset_changes(store):
     assert not np.array_equal(changed.rewards[:1000], first.rewards[:1000])
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "not a zip"])
+def test_a_damaged_cache_is_rebuilt_with_a_note(store, capsys, damage):
+    dataset_id = f"test/pendulum-cache-{damage.replace(' ', '-')}-v0"
+    make_pendulum_dataset(dataset_id, episodes=3, expert_fraction=1.0, seed=9)
+    first = load_dataset(dataset_id)
+    cache = dataset_root(dataset_id) / CACHE_NAME
+    intact = cache.read_bytes()
+    cache.write_bytes({"garbage": intact[:40] + b"\xff" * 64 + intact[104:],
+                       "truncated": intact[: len(intact) // 2],
+                       "not a zip": b"nothing to see"}[damage])
+    capsys.readouterr()
+    rebuilt = load_dataset(dataset_id)
+    note = capsys.readouterr().err
+    assert note.count("\n") == 1 and f"the dataset cache '{cache}' cannot be read" in note
+    assert "rebuilding it" in note
+    np.testing.assert_array_equal(rebuilt.observations, first.observations)
+    np.testing.assert_array_equal(rebuilt.rewards, first.rewards)
+    assert cache.read_bytes() == intact  # rewritten whole: the next load is quiet
+    load_dataset(dataset_id)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("damage", ["main_data.hdf5", "metadata.json"])
+def test_damaged_dataset_files_name_the_folder_and_the_fix(store, damage):
+    dataset_id = f"test/pendulum-damaged-{damage.split('.')[0].replace('_', '-')}-v0"
+    make_pendulum_dataset(dataset_id, episodes=3, expert_fraction=1.0, seed=10)
+    data_dir = dataset_root(dataset_id) / "data"
+    (data_dir / damage).write_bytes(b"{garbage")
+    with pytest.raises(UserError, match="are damaged or incomplete: rebuild it") as error:
+        load_dataset(dataset_id)
+    assert str(data_dir) in str(error.value)
+
+
 def test_unknown_dataset_names_the_fix(store):
     with pytest.raises(UserError, match="seqeval datasets build"):
         load_dataset("test/nothing-here-v0")
