@@ -68,7 +68,8 @@ class RunSettings:
     """Everything that defines a run (saved in config.json)."""
 
     agent: str = dataclasses.field(metadata=flag(
-        "agent name (bc, td3_bc, iql, cql, an entry point) or FILE.py:NAME", parse=str))
+        "agent name (bc, td3_bc, iql, cql, sac, rebrac, awac: see 'seqeval agents'), an "
+        "installed entry point, or FILE.py[:NAME]", parse=str))
     dataset: str = dataclasses.field(metadata=flag(
         "Minari dataset id; ID1,ID2,... feeds datasets in that order, shuffled within each "
         "(distribution shift)", parse=str))
