@@ -125,7 +125,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run_parser.set_defaults(func=cmd_run, takes_extra=True)
 
     plot_parser = sub.add_parser("plot", help="plot data-efficiency curves of runs")
-    plot_parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot_parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                             help="run directories, or study directories (seqeval sweep) "
+                             "standing for their complete runs")
     plot_parser.add_argument("--out", default=None,
                              help="PNG path (a PDF beside it), or a directory for DIR/curve.png "
                              "(default RUN_DIR/curve.png)")
