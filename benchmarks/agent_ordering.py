@@ -39,7 +39,7 @@ NETWORKS = {
 DATASET_OVERRIDES = {
     ("rebrac", "expert"): (("actor_bc_coef", "1.0"), ("critic_bc_coef", "1.0")),
 }
-# medium-replay has 3,000 transitions, expert 20,000: T0, gamma, K and f_e per dataset.
+# medium-replay has 4,000 transitions, expert 20,000: T0, gamma, K and f_e per dataset.
 PROTOCOLS = {
     "medium-replay": {"initial_size": 300, "increment": 10, "steps_per_increment": 50,
                       "eval_every": 300},
