@@ -241,5 +241,5 @@ AGENT = Agent(
     explore=explore,
     score=score,
     check_config=check_config,
-    description="IQL (Kostrikov et al. 2021): expectile V, twin Q, advantage-weighted actor",
+    description="IQL (Kostrikov et al. 2022): expectile V, twin Q, advantage-weighted actor",
 )

@@ -80,6 +80,12 @@ def cmd_agents(args: argparse.Namespace) -> int:
 
     from seqeval.algorithms.base import available_agents, get_agent
 
+    if args.markdown:
+        from seqeval.agent_table import defaults_markdown
+
+        print(defaults_markdown([get_agent(spec) for spec in args.agents or available_agents()]),
+              end="")
+        return 0
     for spec in args.agents or available_agents():
         agent = get_agent(spec)
         label = agent.name if agent.name == spec else f"{agent.name} ({spec})"
@@ -138,6 +144,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     agents_parser.add_argument("agents", nargs="*", metavar="AGENT",
                                help="only these (a name, path/to/file.py or file.py:NAME); "
                                     "default: every installed agent")
+    agents_parser.add_argument("--markdown", action="store_true",
+                               help="print the settings as Markdown tables (docs/agents.md)")
     agents_parser.set_defaults(func=cmd_agents)
 
     demo_parser = sub.add_parser("demo", help="build Pendulum datasets and compare every agent")
