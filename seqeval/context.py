@@ -23,7 +23,6 @@ import numpy as np
 from seqeval import protocol
 from seqeval.algorithms.base import (
     Agent,
-    Batch,
     DatasetStats,
     Spaces,
     config_to_dict,
@@ -45,7 +44,7 @@ class RunContext:
     agent: Agent
     agent_config: Any
     data: OfflineData
-    device_data: Batch  # the dataset on the device (actions in [-1, 1])
+    device_data: protocol.DeviceData  # the dataset on the device (actions in [-1, 1])
     orders: jax.Array  # (seeds, N) buffer positions -> dataset rows
     init_keys: jax.Array  # (seeds, 2)
     train_keys: jax.Array  # (seeds, 2)
@@ -253,7 +252,9 @@ def estimate_memory(settings: RunSettings, agent: Agent, config: Any, data: Offl
         state_bytes, width, metric_count = 0, 0, 0
     steps_stacked = max(settings.steps_per_increment, settings.updates_per_env_step)
     estimate = {
-        "the dataset and its orders": data.size * (row_floats + settings.num_seeds) * FLOAT_BYTES,
+        # rows and their next-action rows; each seed's order; each member's inverse order
+        "the dataset and its orders": data.size * (row_floats + 1 + settings.num_seeds + members)
+        * FLOAT_BYTES,
         # the states, their updated copies, and the checkpoint's copy
         "agent states": 3 * members * state_bytes,
         "training batches": members * batch_size * (row_floats + width) * FLOAT_BYTES,
@@ -341,12 +342,12 @@ def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     keys = [protocol.seed_keys(s) for s in settings.seeds]
     permutation_keys, init_keys, train_keys = (jnp.stack(k) for k in zip(*keys, strict=True))
     orders = jax.vmap(lambda k: protocol.block_permutation(k, block_sizes))(permutation_keys)
-    device_data = protocol.device_dataset(data)
+    device_data = protocol.device_data(data)
     spaces = Spaces(data.observation_dim, data.action_dim)
     # The agent's contract (shapes, pytrees, scalar metrics, actions in [-1, 1]) is checked
     # once, abstractly plus one real batch, so a broken plug-in fails here in one line rather
     # than deep inside a compiled program.
-    sample = protocol.gather(device_data, orders[0], jnp.arange(min(64, data.size)))
+    sample = protocol.gather(device_data, orders[0], jnp.arange(min(64, data.size)), data.size)
     check_agent(agent, agent_config, spaces, protocol.dataset_stats(data), batch_size,
                 sample=sample)
     return RunContext(
