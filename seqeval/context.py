@@ -7,6 +7,7 @@ compilation or halfway through writing a file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -25,12 +26,13 @@ from seqeval.algorithms.base import (
     Agent,
     DatasetStats,
     Spaces,
+    agent_code_error,
     config_to_dict,
     get_agent,
     resolve_batch_size,
 )
 from seqeval.algorithms.checks import abstract_batch, agent_fingerprint, check_agent
-from seqeval.data import OfflineData, load_datasets
+from seqeval.data import OfflineData, load_datasets, make_eval_env_factory
 from seqeval.errors import DivergenceError, UserError
 from seqeval.results import RunDir
 from seqeval.settings import DEFAULT_INITIAL_SIZE, RunSettings, check_settings
@@ -175,6 +177,27 @@ class StopRequest:
         """Between steps: raise KeyboardInterrupt if a stop was requested."""
         if self.requested:
             raise KeyboardInterrupt
+
+
+def check_evaluation_environment(dataset_id: str) -> None:
+    """Create (and close) the environment the run will evaluate in, once, before the run
+    directory is touched: a dataset that records none, or whose environment's module is not
+    installed, is refused in one line instead of failing at the first evaluation."""
+    make_env = make_eval_env_factory(dataset_id)
+    try:
+        make_env().close()
+    except UserError:
+        raise
+    except ImportError as error:
+        module = getattr(error, "name", None) or str(error)
+        raise UserError(f"dataset '{dataset_id}' evaluates in an environment whose module "
+                        f"'{module}' is not installed; install it (pip install ...) or choose "
+                        "another dataset") from None
+    except Exception as error:
+        message = str(error).splitlines()[0] if str(error) else ""
+        raise UserError(f"dataset '{dataset_id}': its evaluation environment cannot be created "
+                        f"({type(error).__name__}{': ' + message if message else ''}); install "
+                        "what it needs or choose another dataset") from None
 
 
 def check_against_data(settings: RunSettings, data: OfflineData) -> int:
@@ -323,12 +346,28 @@ def check_memory(estimate: dict[str, int], available: tuple[int | None, str]) ->
         f"lower {MEMORY_FLAGS[largest]}")
 
 
+@contextlib.contextmanager
+def _agent_code(agent: Agent, spec: str):
+    """Turn an exception raised in the agent's own code into one line naming it."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        named = agent_code_error(agent, spec, error)
+        if named is None:
+            raise
+        raise named from None
+
+
 def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     """Load and check the agent and the data; the run directory is not touched yet."""
     check_settings(settings)
     agent = get_agent(settings.agent)
-    agent_config = agent.make_config(dict(settings.agent_overrides))
+    with _agent_code(agent, settings.agent):
+        agent_config = agent.make_config(dict(settings.agent_overrides))
     data, block_sizes = load_datasets(settings.dataset)
+    check_evaluation_environment(settings.dataset.split(",")[0])
     if settings.ref_scores is not None:
         data = data.with_reference_scores(*settings.ref_scores)
     initial_size = check_against_data(settings, data)
@@ -348,8 +387,9 @@ def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     # once, abstractly plus one real batch, so a broken plug-in fails here in one line rather
     # than deep inside a compiled program.
     sample = protocol.gather(device_data, orders[0], jnp.arange(min(64, data.size)), data.size)
-    check_agent(agent, agent_config, spaces, protocol.dataset_stats(data), batch_size,
-                sample=sample)
+    with _agent_code(agent, settings.agent):
+        check_agent(agent, agent_config, spaces, protocol.dataset_stats(data), batch_size,
+                    sample=sample)
     return RunContext(
         settings=settings, agent=agent, agent_config=agent_config, data=data,
         device_data=device_data, orders=orders, init_keys=init_keys,
