@@ -37,7 +37,7 @@ import numpy as np
 
 from seqeval import stats
 from seqeval.errors import UserError
-from seqeval.report import summarise_seed
+from seqeval.report import bootstrap_seed, summarise_seed
 from seqeval.runs import Group, Run, SeedCurve, load_groups
 
 OUTPUT_FILES = ("selection.md", "selection.csv", "checkpoints.csv", "configurations.csv",
@@ -891,6 +891,7 @@ def register(subparsers: Any) -> None:
                         help="output directory (default STUDY_DIR/selection)")
     parser.add_argument("--reps", type=int, default=DEFAULT_REPS,
                         help=f"bootstrap resamples (default {DEFAULT_REPS:,})")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=bootstrap_seed, default=0,
+                        help="bootstrap seed (default 0)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.set_defaults(func=handler)
