@@ -514,7 +514,8 @@ class RunDir:
                     "start fresh with another --out (or delete the run directory)"
                 )
             data = "dataset_fingerprint"
-            if existing.get(data) != wanted.get(data):
+            if existing.get("dataset") == wanted.get("dataset") and (
+                    existing.get(data) != wanted.get(data)):
                 raise UserError(
                     f"the dataset '{wanted.get('dataset')}' changed since '{self.path}' was "
                     f"started on it (content fingerprint {existing.get(data)}, now "
