@@ -143,6 +143,23 @@ CheckConfigFn = Callable[[Any], None]
 
 
 @dataclasses.dataclass(frozen=True)
+class Metric:
+    """What a metric an agent records (in `update`'s or `score`'s dict) means, and which way
+    it points: "lower" or "higher" when that value is expected to go with a better policy (a
+    loss, a predicted return), None when it has no such direction (a temperature, its
+    tuning loss, an entropy). `seqeval select` offers only metrics with a direction as
+    environment-free criteria."""
+
+    direction: str | None
+    meaning: str
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("lower", "higher", None):
+            raise ValueError(f"Metric direction must be 'lower', 'higher' or None, got "
+                             f"{self.direction!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Agent:
     """An algorithm: its config class and its pure functions."""
 
@@ -161,6 +178,10 @@ class Agent:
     # conventions every config is checked against (`check_config_conventions`); raises a
     # UserError naming the field and its allowed range (`config_error`).
     check_config: CheckConfigFn | None = None
+    # What each metric of `update` and `score` means and which way it points (`Metric`); the
+    # evaluator reads directions from here and names no agent's metric itself.
+    metrics: Mapping[str, Metric] = dataclasses.field(default_factory=dict, hash=False,
+                                                      compare=False)
 
     def explore_actions(self, config: Any, state: Any, observations: jax.Array,
                         key: jax.Array) -> jax.Array:

@@ -84,11 +84,12 @@ def study(tmp_path) -> list[Path]:
 def test_criteria_are_computed_from_the_recorded_rows(study):
     cells, notes = select.build_cells(load_groups(study)[0])
     (cell,) = cells
-    assert notes == []
+    assert notes == ["td3_bc (sequential) on d/a-v0: alpha_value has no direction (the agent's "
+                     "Agent.metrics), so no criterion"]
     assert [c.label for c in cell.configurations] == [f"alpha={a}" for a in range(4)]
     by_name = {c.name: c for c in cell.criteria}
-    # Every recorded prequential metric gives two criteria; training losses (and q_mean) one;
-    # a training metric that is no loss has no direction and is left out.
+    # Every recorded prequential metric gives two criteria; training metrics with a direction
+    # declared by the agent (td3_bc.METRICS) one; an undeclared one is left out.
     assert sorted(by_name) == ["action_mse_dl", "action_mse_last", "q_value_last",
                                "q_value_mean", "td_error_dl", "td_error_last",
                                "train_critic_loss"]
@@ -222,13 +223,15 @@ def test_checkpoints_are_scored_on_the_chunk_after_each_evaluation(tmp_path):
     record = cell.configurations[0].seeds[0]
     # The evaluation at 20k (the full-data model) has no next chunk, so no score.
     assert record.checkpoint_values(mse) == pytest.approx({5000: 0.5, 10000: 0.2, 15000: 0.4})
+    # Random: a uniformly random candidate (5k, 10k, 15k), not any evaluation point.
     assert select.run_checkpoint_regrets(record, mse) == pytest.approx(
-        (0.0, 10.0, 80.0 - 65.0, True, 1.0, 3))
+        (0.0, 10.0, 80.0 - 190.0 / 3, True, 1.0, 3))
     (result,) = select.select_checkpoints(cell)
-    assert result.runs == 4 and result.candidates == 3.0
+    assert result.runs == 4 and result.candidates == 3.0 and result.configurations == 2
     assert result.regret.point == pytest.approx((0.0 + 30.0) / 2)
     assert result.final_regret.point == pytest.approx((10.0 + 20.0) / 2)
-    assert result.random_regret.point == pytest.approx((15.0 + 22.5) / 2)
+    assert result.random_regret.point == pytest.approx((80.0 - 190.0 / 3 + 90.0 - 200.0 / 3)
+                                                       / 2)
     assert result.hit_rate == 0.5
     # Within-run Spearman: +1 for seed 0; ranks (2, 3, 1) against (1, 2, 3) for seed 1: -0.5.
     assert result.spearman.point == pytest.approx((1.0 - 0.5) / 2)
