@@ -26,6 +26,7 @@ from seqeval.algorithms.base import (
     Agent,
     Batch,
     DatasetStats,
+    Metric,
     Spaces,
     check_log_std_bounds,
     check_ranges,
@@ -204,6 +205,19 @@ def check_config(config: AWACConfig) -> None:
     check_log_std_bounds("awac", config)
 
 
+# What update and score record (base.Metric).
+METRICS = {
+    "critic_loss": Metric("lower", "twin critics' squared TD error on the batch"),
+    "actor_loss": Metric("lower", "advantage-weighted negative log-likelihood"),
+    "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
+    "weight_mean": Metric(None, "mean advantage weight of the actor loss"),
+    "action_nll": Metric("lower", "policy's negative log-likelihood of the dataset's actions"),
+    "action_mse": Metric("lower", "policy mean's squared error on the dataset's actions"),
+    "td_error": Metric("lower", "critics' squared TD error on unseen transitions"),
+    "q_value": Metric("higher", "critics' minimum Q of the dataset's actions (a predicted "
+                                "return)"),
+}
+
 AGENT = Agent(
     name="awac",
     config_class=AWACConfig,
@@ -213,6 +227,7 @@ AGENT = Agent(
     explore=explore,
     score=score,
     check_config=check_config,
+    metrics=METRICS,
     description="AWAC (Nair et al. 2020): twin Q critic, actor weighted by exp(advantage / "
                 "lambda)",
 )

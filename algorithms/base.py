@@ -19,10 +19,12 @@ The evaluator only ever calls these functions; it never looks inside a state. Co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util
+import io
 import math
 import sys
 import traceback
@@ -141,6 +143,23 @@ CheckConfigFn = Callable[[Any], None]
 
 
 @dataclasses.dataclass(frozen=True)
+class Metric:
+    """What a metric an agent records (in `update`'s or `score`'s dict) means, and which way
+    it points: "lower" or "higher" when that value is expected to go with a better policy (a
+    loss, a predicted return), None when it has no such direction (a temperature, its
+    tuning loss, an entropy). `seqeval select` offers only metrics with a direction as
+    environment-free criteria."""
+
+    direction: str | None
+    meaning: str
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("lower", "higher", None):
+            raise ValueError(f"Metric direction must be 'lower', 'higher' or None, got "
+                             f"{self.direction!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Agent:
     """An algorithm: its config class and its pure functions."""
 
@@ -159,6 +178,10 @@ class Agent:
     # conventions every config is checked against (`check_config_conventions`); raises a
     # UserError naming the field and its allowed range (`config_error`).
     check_config: CheckConfigFn | None = None
+    # What each metric of `update` and `score` means and which way it points (`Metric`); the
+    # evaluator reads directions from here and names no agent's metric itself.
+    metrics: Mapping[str, Metric] = dataclasses.field(default_factory=dict, hash=False,
+                                                      compare=False)
 
     def explore_actions(self, config: Any, state: Any, observations: jax.Array,
                         key: jax.Array) -> jax.Array:
@@ -358,6 +381,11 @@ def _agent_from(obj: Any, where: str) -> Agent:
         raise UserError(
             f"{where} is not a seqeval Agent; define AGENT = seqeval.agents.Agent(...)"
         )
+    config_class = obj.config_class
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
+        shown = getattr(config_class, "__name__", type(config_class).__name__)
+        raise UserError(f"{where}: its config_class {shown} is not a dataclass; decorate it "
+                        "with @dataclasses.dataclass(frozen=True), every field with a default")
     return obj
 
 
@@ -376,16 +404,33 @@ def _load_from_file(spec: str) -> Agent:
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
+    printed, warned = io.StringIO(), io.StringIO()
+    argv = sys.argv
     try:
-        module_spec.loader.exec_module(module)
+        # The file's own command line is not seqeval's: a script that parses sys.argv at
+        # import sees only its own name, and what it prints is held until it imported well.
+        sys.argv = [str(path)]
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(warned):
+            module_spec.loader.exec_module(module)
+    except SystemExit as error:  # sys.exit() or a script's argparse, at import
+        sys.modules.pop(module_name, None)
+        said = (printed.getvalue() + warned.getvalue()).strip().splitlines()
+        raise UserError(f"agent file '{path}' exited while being imported (SystemExit "
+                        f"{error.code!r}{': ' + said[-1] if said else ''}); an agent file must "
+                        "define an Agent without running a program (put a script's code under "
+                        "if __name__ == '__main__':)") from None
     except Exception as error:  # the file's own mistake: one line naming where it failed
         sys.modules.pop(module_name, None)
         raise UserError(f"agent file '{path}' cannot be loaded: {_where_it_failed(error, path)}; "
                         "fix the file") from None
+    finally:
+        sys.argv = argv
+    sys.stdout.write(printed.getvalue())
+    sys.stderr.write(warned.getvalue())
     if not hasattr(module, attribute):
         raise UserError(f"agent file '{path}' defines no '{attribute}'; use --agent {path}:NAME "
                         "with the name of its Agent")
-    return _agent_from(getattr(module, attribute), f"'{spec}'")
+    return _agent_from(getattr(module, attribute), f"agent file '{spec}'")
 
 
 def _where_it_failed(error: Exception, path: Path) -> str:
@@ -402,6 +447,26 @@ def _where_it_failed(error: Exception, path: Path) -> str:
     message = str(error).splitlines()[0] if str(error) else ""
     where = f"line {line}: " if line is not None else ""
     return f"{where}{type(error).__name__}" + (f": {message}" if message else "")
+
+
+def agent_code_error(agent: Agent, spec: str, error: Exception) -> UserError | None:
+    """The one-line UserError for an exception raised inside the agent's own code (its hooks'
+    files: a `check_config`, `init` or `update` that raises), naming the file, the line, the
+    function and the error; None when no frame of the agent's code is in the traceback (the
+    error is seqeval's own)."""
+    hooks = (agent.init, agent.update, agent.act, agent.explore, agent.score,
+             agent.check_config)
+    files = {Path(hook.__code__.co_filename).resolve() for hook in hooks
+             if hook is not None and hasattr(hook, "__code__")}
+    inside = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if Path(frame.filename).resolve() in files]
+    if not inside:
+        return None
+    frame = inside[-1]
+    message = str(error).splitlines()[0] if str(error) else ""
+    return UserError(f"agent '{spec}' failed in {frame.name} ({frame.filename} line "
+                     f"{frame.lineno}): {type(error).__name__}"
+                     f"{': ' + message if message else ''}; fix the agent's code")
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

@@ -14,7 +14,15 @@ import jax.numpy as jnp
 from flax import struct
 from flax.training.train_state import TrainState
 
-from seqeval.algorithms.base import NON_NEGATIVE, Agent, Batch, DatasetStats, Spaces, check_ranges
+from seqeval.algorithms.base import (
+    NON_NEGATIVE,
+    Agent,
+    Batch,
+    DatasetStats,
+    Metric,
+    Spaces,
+    check_ranges,
+)
 from seqeval.algorithms.nets import DeterministicActor, adam, normalize, observation_stats
 
 
@@ -86,6 +94,12 @@ def check_config(config: BCConfig) -> None:
     check_ranges("bc", config, exploration_noise=NON_NEGATIVE)
 
 
+# What update and score record (base.Metric).
+METRICS = {
+    "actor_loss": Metric("lower", "squared error of the policy's actions on the batch"),
+    "action_mse": Metric("lower", "policy's squared error on the dataset's actions"),
+}
+
 AGENT = Agent(
     name="bc",
     config_class=BCConfig,
@@ -94,5 +108,6 @@ AGENT = Agent(
     act=act,
     score=score,
     check_config=check_config,
+    metrics=METRICS,
     description="behavioural cloning (deterministic MSE actor)",
 )

@@ -26,6 +26,7 @@ from seqeval.algorithms.base import (
     Agent,
     Batch,
     DatasetStats,
+    Metric,
     Spaces,
     check_log_std_bounds,
     check_ranges,
@@ -294,6 +295,24 @@ def check_config(config: CQLConfig) -> None:
     check_log_std_bounds("cql", config)
 
 
+# What update and score record (base.Metric).
+METRICS = {
+    "critic_loss": Metric("lower", "TD loss plus the conservative penalty"),
+    "td_loss": Metric("lower", "critics' squared TD error on the batch"),
+    "cql_gap": Metric(None, "logsumexp Q minus the data's Q (what the penalty pushes down)"),
+    "actor_loss": Metric("lower", "alpha log pi minus Q of the policy's actions"),
+    "alpha": Metric(None, "entropy temperature"),
+    "alpha_loss": Metric(None, "the temperature's tuning loss: its sign follows the entropy "
+                               "target, not the policy's quality"),
+    "entropy": Metric(None, "policy entropy estimate"),
+    "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
+    "action_nll": Metric("lower", "policy's negative log-likelihood of the dataset's actions"),
+    "action_mse": Metric("lower", "policy mean's squared error on the dataset's actions"),
+    "td_error": Metric("lower", "critics' squared TD error on unseen transitions"),
+    "q_value": Metric("higher", "critics' minimum Q of the dataset's actions (a predicted "
+                                "return)"),
+}
+
 AGENT = Agent(
     name="cql",
     config_class=CQLConfig,
@@ -303,5 +322,6 @@ AGENT = Agent(
     explore=explore,
     score=score,
     check_config=check_config,
+    metrics=METRICS,
     description="CQL (Kumar et al. 2020): SAC with a conservative logsumexp penalty",
 )

@@ -24,6 +24,7 @@ from seqeval.algorithms.base import (
     Agent,
     Batch,
     DatasetStats,
+    Metric,
     Spaces,
     check_log_std_bounds,
     check_ranges,
@@ -232,6 +233,21 @@ def check_config(config: IQLConfig) -> None:
     check_log_std_bounds("iql", config)
 
 
+# What update and score record (base.Metric).
+METRICS = {
+    "critic_loss": Metric("lower", "twin critics' squared error against r + gamma V(s')"),
+    "value_loss": Metric("lower", "expectile loss of V against the target critics' Q"),
+    "actor_loss": Metric("lower", "advantage-weighted negative log-likelihood"),
+    "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
+    "v_mean": Metric(None, "mean V of the batch's observations"),
+    "weight_mean": Metric(None, "mean advantage weight of the actor loss"),
+    "action_nll": Metric("lower", "policy's negative log-likelihood of the dataset's actions"),
+    "action_mse": Metric("lower", "policy mean's squared error on the dataset's actions"),
+    "td_error": Metric("lower", "critics' squared TD error on unseen transitions"),
+    "q_value": Metric("higher", "critics' minimum Q of the dataset's actions (a predicted "
+                                "return)"),
+}
+
 AGENT = Agent(
     name="iql",
     config_class=IQLConfig,
@@ -241,5 +257,6 @@ AGENT = Agent(
     explore=explore,
     score=score,
     check_config=check_config,
+    metrics=METRICS,
     description="IQL (Kostrikov et al. 2022): expectile V, twin Q, advantage-weighted actor",
 )

@@ -44,6 +44,7 @@ from seqeval.algorithms.nets import (
     td_target,
 )
 from seqeval.algorithms.td3_bc import (
+    METRICS,
     TD3BCState,
     act,
     actor_and_target_step,
@@ -214,6 +215,7 @@ AGENT = Agent(
     explore=explore,  # TD3+BC's: the deterministic action plus Gaussian noise
     score=score,
     check_config=check_config,
+    metrics=METRICS,  # TD3+BC's: the same losses and predictions
     description="ReBRAC (Tarasov et al. 2023): TD3+BC with actor and critic BC penalties, "
                 "LayerNorm critics, batch 1024",
     default_batch_size=REFERENCE_BATCH_SIZE,

@@ -34,6 +34,7 @@ from seqeval.algorithms.base import (
     Agent,
     Batch,
     DatasetStats,
+    Metric,
     Spaces,
     check_log_std_bounds,
     check_ranges,
@@ -254,6 +255,22 @@ def check_config(config: SACConfig) -> None:
     check_log_std_bounds("sac", config)
 
 
+# What update and score record (base.Metric).
+METRICS = {
+    "critic_loss": Metric("lower", "twin critics' squared TD error on the batch"),
+    "actor_loss": Metric("lower", "alpha log pi minus Q of the policy's actions"),
+    "alpha": Metric(None, "entropy temperature"),
+    "temperature_loss": Metric(None, "the temperature's tuning loss: its sign follows the "
+                                     "entropy target, not the policy's quality"),
+    "entropy": Metric(None, "policy entropy estimate"),
+    "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
+    "action_nll": Metric("lower", "policy's negative log-likelihood of the dataset's actions"),
+    "action_mse": Metric("lower", "policy mean's squared error on the dataset's actions"),
+    "td_error": Metric("lower", "critics' squared TD error on unseen transitions"),
+    "q_value": Metric("higher", "critics' minimum Q of the dataset's actions (a predicted "
+                                "return)"),
+}
+
 AGENT = Agent(
     name="sac",
     config_class=SACConfig,
@@ -263,6 +280,7 @@ AGENT = Agent(
     explore=explore,
     score=score,
     check_config=check_config,
+    metrics=METRICS,
     description="SAC (Haarnoja et al. 2018): off-policy maximum-entropy actor-critic, "
                 "no offline constraint",
 )

@@ -25,6 +25,7 @@ from seqeval.algorithms.base import (
     Agent,
     Batch,
     DatasetStats,
+    Metric,
     Spaces,
     check_ranges,
 )
@@ -241,6 +242,17 @@ def check_config(config: TD3BCConfig) -> None:
                  exploration_noise=NON_NEGATIVE)
 
 
+# What update and score record (base.Metric): ReBRAC records the same.
+METRICS = {
+    "critic_loss": Metric("lower", "twin critics' squared TD error on the batch"),
+    "actor_loss": Metric("lower", "the last actor loss: BC term minus normalised Q"),
+    "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
+    "action_mse": Metric("lower", "actor's squared error on the dataset's actions"),
+    "td_error": Metric("lower", "critics' squared TD error on unseen transitions"),
+    "q_value": Metric("higher", "critics' minimum Q of the dataset's actions (a predicted "
+                                "return)"),
+}
+
 AGENT = Agent(
     name="td3_bc",
     config_class=TD3BCConfig,
@@ -250,5 +262,6 @@ AGENT = Agent(
     explore=explore,
     score=score,
     check_config=check_config,
+    metrics=METRICS,
     description="TD3+BC (Fujimoto & Gu 2021): TD3 with a behaviour-cloning actor term",
 )

@@ -50,7 +50,7 @@ def bench_core(out_root: Path, dataset: str, steps_scale: float) -> None:
                                   protocol.dataset_stats(data), 10_000)
     orders = jax.numpy.arange(data.size, dtype=jax.numpy.int32)[None]
     started = time.perf_counter()
-    train.lower(states, keys, orders, protocol.device_dataset(data), 1000, 10).compile()
+    train.lower(states, keys, orders, protocol.device_data(data), 1000, 10).compile()
     compile_seconds = time.perf_counter() - started
     evaluation_share = 1.0 - summary["train_time"] / summary["wall_time"]
     print("\n## BC, sequential protocol (gamma=1, K=1, f_e=5000, 10 episodes, 2x256, batch 256)")

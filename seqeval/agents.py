@@ -18,6 +18,7 @@ from seqeval.algorithms.base import (
     Agent,
     Batch,
     DatasetStats,
+    Metric,
     Range,
     Spaces,
     agent_display_name,
@@ -60,7 +61,7 @@ from seqeval.algorithms.nets import (
 )
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "ENTRY_POINT_GROUP", "Agent", "Batch", "DatasetStats", "Spaces",
+    "DEFAULT_BATCH_SIZE", "ENTRY_POINT_GROUP", "Agent", "Batch", "Metric", "DatasetStats", "Spaces",
     "agent_display_name", "available_agents", "check_config_conventions", "config_error",
     "check_ranges", "check_log_std_bounds", "Range", "POSITIVE", "NON_NEGATIVE", "AT_LEAST_ONE",
     "OPEN_UNIT",

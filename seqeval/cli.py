@@ -16,9 +16,11 @@ from collections.abc import Sequence
 
 from seqeval.errors import DivergenceError, UserError
 from seqeval.settings import (
+    RunSettings,
     add_run_arguments,
     check_settings,
     join_negative_values,
+    run_flag,
     settings_from_arguments,
 )
 
@@ -43,9 +45,28 @@ def parse_agent_overrides(extra: Sequence[str]) -> tuple[tuple[str, str], ...]:
     return tuple(overrides)
 
 
+RETRAIN_ONLY = ("sizes", "retrain_steps", "retrain_min_steps")
+
+
+def check_retrain_flags(settings: RunSettings) -> None:
+    """Retrain mode's flags on a sequential or full run would be ignored: refuse them.
+    (A study may set them for all its runs, where a mode axis mixes modes; only the command
+    line, where the user typed them for this run, refuses.)"""
+    if settings.mode == "retrain":
+        return
+    defaults = RunSettings(agent="", dataset="", out="")
+    given = [run_flag(name) for name in RETRAIN_ONLY
+             if getattr(settings, name) != getattr(defaults, name)]
+    if given:
+        raise UserError(f"{' and '.join(given)} only apply to --mode retrain (this run is "
+                        f"{settings.mode}); drop {'them' if len(given) > 1 else 'it'} or pass "
+                        "--mode retrain")
+
+
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     settings = settings_from_arguments(args, parse_agent_overrides(extra))
     check_settings(settings)  # before JAX is imported: a wrong flag is answered at once
+    check_retrain_flags(settings)
     from seqeval.results import check_out_path
 
     check_out_path(settings.out)

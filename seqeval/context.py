@@ -7,7 +7,9 @@ compilation or halfway through writing a file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import os
 import signal
 import sys
@@ -23,15 +25,15 @@ import numpy as np
 from seqeval import protocol
 from seqeval.algorithms.base import (
     Agent,
-    Batch,
     DatasetStats,
     Spaces,
+    agent_code_error,
     config_to_dict,
     get_agent,
     resolve_batch_size,
 )
 from seqeval.algorithms.checks import abstract_batch, agent_fingerprint, check_agent
-from seqeval.data import OfflineData, load_datasets
+from seqeval.data import OfflineData, load_datasets, make_eval_env_factory
 from seqeval.errors import DivergenceError, UserError
 from seqeval.results import RunDir
 from seqeval.settings import DEFAULT_INITIAL_SIZE, RunSettings, check_settings
@@ -45,7 +47,7 @@ class RunContext:
     agent: Agent
     agent_config: Any
     data: OfflineData
-    device_data: Batch  # the dataset on the device (actions in [-1, 1])
+    device_data: protocol.DeviceData  # the dataset on the device (actions in [-1, 1])
     orders: jax.Array  # (seeds, N) buffer positions -> dataset rows
     init_keys: jax.Array  # (seeds, 2)
     train_keys: jax.Array  # (seeds, 2)
@@ -65,6 +67,8 @@ class RunContext:
             # a resumed run refuses agent code that changed since it started
             "agent_fingerprint": agent_fingerprint(self.agent),
             "dataset": settings.dataset,
+            # a resumed run refuses a dataset whose content changed since it started
+            "dataset_fingerprint": dataset_fingerprint(self.data),
             "mode": settings.mode,
             "protocol": {
                 "initial_size": self.initial_size,
@@ -178,6 +182,43 @@ class StopRequest:
             raise KeyboardInterrupt
 
 
+FINGERPRINTED_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations",
+                        "next_observations")
+
+
+def dataset_fingerprint(data: OfflineData) -> str:
+    """A hash of the loaded transitions (SHA-1 of the arrays' bytes, their shapes and dtypes):
+    any change to the data changes it. 1M transitions of a 17-d task (about 160 MB) take
+    1.3 s on the shared 2-core machine under load, a fraction of loading them."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for name in FINGERPRINTED_ARRAYS:
+        array = np.ascontiguousarray(getattr(data, name))
+        digest.update(f"{name}{array.shape}{array.dtype}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def check_evaluation_environment(dataset_id: str) -> None:
+    """Create (and close) the environment the run will evaluate in, once, before the run
+    directory is touched: a dataset that records none, or whose environment's module is not
+    installed, is refused in one line instead of failing at the first evaluation."""
+    make_env = make_eval_env_factory(dataset_id)
+    try:
+        make_env().close()
+    except UserError:
+        raise
+    except ImportError as error:
+        module = getattr(error, "name", None) or str(error)
+        raise UserError(f"dataset '{dataset_id}' evaluates in an environment whose module "
+                        f"'{module}' is not installed; install it (pip install ...) or choose "
+                        "another dataset") from None
+    except Exception as error:
+        message = str(error).splitlines()[0] if str(error) else ""
+        raise UserError(f"dataset '{dataset_id}': its evaluation environment cannot be created "
+                        f"({type(error).__name__}{': ' + message if message else ''}); install "
+                        "what it needs or choose another dataset") from None
+
+
 def check_against_data(settings: RunSettings, data: OfflineData) -> int:
     """Check the settings against the data (sizes, action bounds); returns T0."""
     n = data.size
@@ -204,9 +245,9 @@ def check_against_data(settings: RunSettings, data: OfflineData) -> int:
 # line instead of dying of an out-of-memory error (or swapping) minutes later.
 
 FLOAT_BYTES = 4
-# A run is refused only when the estimate exceeds the free memory this many times over: the
-# estimate is rough, and a run that might fit must not be turned away.
-MEMORY_MARGIN = 2
+# A run is refused when the estimate exceeds the free memory: one that starts anyway dies in
+# XLA with a traceback and a half-made run directory.
+MEMORY_MARGIN = 1
 # What each part of the estimate grows with, for the message.
 MEMORY_FLAGS = {
     "the dataset and its orders": "--seeds",
@@ -253,7 +294,9 @@ def estimate_memory(settings: RunSettings, agent: Agent, config: Any, data: Offl
         state_bytes, width, metric_count = 0, 0, 0
     steps_stacked = max(settings.steps_per_increment, settings.updates_per_env_step)
     estimate = {
-        "the dataset and its orders": data.size * (row_floats + settings.num_seeds) * FLOAT_BYTES,
+        # rows and their next-action rows; each seed's order; each member's inverse order
+        "the dataset and its orders": data.size * (row_floats + 1 + settings.num_seeds + members)
+        * FLOAT_BYTES,
         # the states, their updated copies, and the checkpoint's copy
         "agent states": 3 * members * state_bytes,
         "training batches": members * batch_size * (row_floats + width) * FLOAT_BYTES,
@@ -309,7 +352,7 @@ def _size(count: float) -> str:
 
 
 def check_memory(estimate: dict[str, int], available: tuple[int | None, str]) -> None:
-    """Refuse a run whose estimated memory exceeds what is free (`MEMORY_MARGIN` times over),
+    """Refuse a run whose estimated memory exceeds what is free (times `MEMORY_MARGIN`),
     naming the largest part and the flag that shrinks it."""
     free, where = available
     total = sum(estimate.values())
@@ -322,12 +365,28 @@ def check_memory(estimate: dict[str, int], available: tuple[int | None, str]) ->
         f"lower {MEMORY_FLAGS[largest]}")
 
 
+@contextlib.contextmanager
+def _agent_code(agent: Agent, spec: str):
+    """Turn an exception raised in the agent's own code into one line naming it."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        named = agent_code_error(agent, spec, error)
+        if named is None:
+            raise
+        raise named from None
+
+
 def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     """Load and check the agent and the data; the run directory is not touched yet."""
     check_settings(settings)
     agent = get_agent(settings.agent)
-    agent_config = agent.make_config(dict(settings.agent_overrides))
+    with _agent_code(agent, settings.agent):
+        agent_config = agent.make_config(dict(settings.agent_overrides))
     data, block_sizes = load_datasets(settings.dataset)
+    check_evaluation_environment(settings.dataset.split(",")[0])
     if settings.ref_scores is not None:
         data = data.with_reference_scores(*settings.ref_scores)
     initial_size = check_against_data(settings, data)
@@ -341,14 +400,15 @@ def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     keys = [protocol.seed_keys(s) for s in settings.seeds]
     permutation_keys, init_keys, train_keys = (jnp.stack(k) for k in zip(*keys, strict=True))
     orders = jax.vmap(lambda k: protocol.block_permutation(k, block_sizes))(permutation_keys)
-    device_data = protocol.device_dataset(data)
+    device_data = protocol.device_data(data)
     spaces = Spaces(data.observation_dim, data.action_dim)
     # The agent's contract (shapes, pytrees, scalar metrics, actions in [-1, 1]) is checked
     # once, abstractly plus one real batch, so a broken plug-in fails here in one line rather
     # than deep inside a compiled program.
-    sample = protocol.gather(device_data, orders[0], jnp.arange(min(64, data.size)))
-    check_agent(agent, agent_config, spaces, protocol.dataset_stats(data), batch_size,
-                sample=sample)
+    sample = protocol.gather(device_data, orders[0], jnp.arange(min(64, data.size)), data.size)
+    with _agent_code(agent, settings.agent):
+        check_agent(agent, agent_config, spaces, protocol.dataset_stats(data), batch_size,
+                    sample=sample)
     return RunContext(
         settings=settings, agent=agent, agent_config=agent_config, data=data,
         device_data=device_data, orders=orders, init_keys=init_keys,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from seqeval.algorithms.base import get_agent
+from seqeval.errors import UserError
 from seqeval.runner import RunSettings, run
 
 DEMO_DATASET = "pendulum/medium-v0"  # 20,000 transitions
@@ -49,6 +50,53 @@ def demo_settings(agent: str, out_dir: Path, dataset: str = DEMO_DATASET) -> lis
     return runs
 
 
+# The demo's own output folder is marked, so that it only ever deletes what it wrote.
+DEMO_MARKER = ".seqeval-demo"
+# What a run directory holds (seqeval/results.py): the only files the demo deletes.
+RUN_FILES = ("config.json", "summary.json", "evaluations.csv", "training.csv",
+             "prequential.csv", "run.lock")
+CHECKPOINT_FILES = ("progress.json", "state-*.npz")
+
+
+def _foreign_file(run_dir: Path) -> Path | None:
+    """A file in `run_dir` that no seqeval run writes (None: only a run's own files)."""
+    for path in run_dir.iterdir():
+        if path.name == "checkpoint" and path.is_dir():
+            for inner in path.iterdir():
+                if not (inner.is_file() and (inner.name.endswith(".tmp") or any(
+                        inner.match(pattern) for pattern in CHECKPOINT_FILES))):
+                    return inner
+        elif not (path.is_file() and (path.name in RUN_FILES or path.name.endswith(".tmp"))):
+            return path
+    return None
+
+
+def check_out_dir(out_dir: Path, run_dirs: list[Path]) -> None:
+    """Refuse an `out_dir` holding anything the demo did not write (it deletes nothing)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out '{out_dir}' is a file; pass a new or empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / DEMO_MARKER).is_file():
+        raise UserError(f"--out '{out_dir}' holds files the demo did not write; pass a new or "
+                        "empty folder (the demo replaces its runs in it)")
+    for run_dir in run_dirs:
+        if run_dir.exists():
+            foreign = _foreign_file(run_dir) if run_dir.is_dir() else run_dir
+            if foreign is not None:
+                raise UserError(f"'{foreign}' was not written by the demo, which would replace "
+                                f"'{run_dir}'; move it away or pass another --out")
+
+
+def prepare_out_dir(out_dir: Path, run_dirs: list[Path]) -> None:
+    """Make `out_dir` the demo's folder and clear the demo's previous runs in it (the demo
+    always starts fresh), once `check_out_dir` has passed."""
+    check_out_dir(out_dir, run_dirs)
+    for run_dir in run_dirs:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / DEMO_MARKER).write_text("made by 'seqeval demo', which replaces its runs here\n")
+
+
 def _final(values: list[np.ndarray]) -> str:
     return f"{np.mean(values):.1f}" if values else "-"
 
@@ -61,13 +109,16 @@ def run_demo(out_dir: str = "runs/demo", figure: str = "figures/demo.png",
     from seqeval.runs import load_groups
 
     started = time.perf_counter()
+    planned = {name: demo_settings(name, Path(out_dir), dataset)
+               for name in agents or DEMO_AGENTS}
+    run_paths = [Path(s.out) for runs in planned.values() for s in runs]
+    check_out_dir(Path(out_dir), run_paths)  # before the datasets are built
     ensure_datasets("pendulum")
+    prepare_out_dir(Path(out_dir), run_paths)
     run_dirs, seconds = [], {}
-    for name in agents or DEMO_AGENTS:
+    for name, runs in planned.items():
         agent_started = time.perf_counter()
-        for settings in demo_settings(name, Path(out_dir), dataset):
-            if Path(settings.out).exists():
-                shutil.rmtree(settings.out)  # the demo always starts fresh
+        for settings in runs:
             run(settings)
             run_dirs.append(settings.out)
         seconds[name] = time.perf_counter() - agent_started

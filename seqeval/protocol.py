@@ -69,8 +69,8 @@ def online_schedule(online_steps: int, eval_every: int) -> list[tuple[int, int]]
 def device_dataset(data: OfflineData) -> Batch:
     """The dataset as one device-resident Batch in logged order, actions rescaled to [-1, 1].
 
-    Each row carries its episode's next action (`OfflineData.next_action_rows`), so a batch
-    gathered through any permutation still has it.
+    Each row carries its episode's next action (`OfflineData.next_action_rows`); whether an
+    agent may see it depends on its buffer, which `gather` decides.
     """
     actions = to_unit_actions(data.actions, data.action_low, data.action_high)
     next_rows = data.next_action_rows()
@@ -87,6 +87,24 @@ def device_dataset(data: OfflineData) -> Batch:
     )
 
 
+class DeviceData(NamedTuple):
+    """The dataset on the device: its transitions, and for each row the row that holds its
+    next action (-1: none), so a batch can tell whether that row is in the agent's buffer."""
+
+    transitions: Batch
+    next_rows: jax.Array  # (N,) int32
+
+
+def device_data(data: OfflineData) -> DeviceData:
+    """`device_dataset` with each row's next-action row."""
+    return DeviceData(device_dataset(data), jnp.asarray(data.next_action_rows(), jnp.int32))
+
+
+def row_positions(order: jax.Array) -> jax.Array:
+    """The inverse of a seed's order: the buffer position of each dataset row."""
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+
+
 def dataset_stats(data: OfflineData) -> DatasetStats:
     """Statistics of the whole dataset, offered to every agent's `init`."""
     returns = data.episode_returns()
@@ -100,23 +118,37 @@ def dataset_stats(data: OfflineData) -> DatasetStats:
     )
 
 
-def gather(data: Batch, order: jax.Array, positions: jax.Array,
-           online: Batch | None = None) -> Batch:
-    """Transitions at buffer `positions` of one seed.
+def gather(data: DeviceData, order: jax.Array, positions: jax.Array, size: jax.Array | int,
+           low: jax.Array | int = 0, online: Batch | None = None,
+           positions_of_rows: jax.Array | None = None) -> Batch:
+    """Transitions at buffer `positions` of one seed, whose buffer holds positions [low, size).
 
     Position p < N holds dataset row order[p]; with an online phase, position N + i holds the
-    seed's i-th environment transition, `online[i]`, which has no next action (mask 0).
+    seed's i-th environment transition, `online[i]`, which has no next action (mask 0). A
+    transition's next action counts only while the transition that holds it is in the buffer
+    too (its position in [low, size)): the agent never reads data it has not been given.
+    `positions_of_rows` is `row_positions(order)`, passed in by callers that gather often.
     """
-    size = order.shape[0]
-    offline = jax.tree.map(lambda column: column[order[jnp.minimum(positions, size - 1)]], data)
+    num_rows = order.shape[0]
+    rows = order[jnp.minimum(positions, num_rows - 1)]
+    offline = jax.tree.map(lambda column: column[rows], data.transitions)
+    if positions_of_rows is None:
+        positions_of_rows = row_positions(order)
+    next_rows = data.next_rows[rows]
+    next_positions = positions_of_rows[jnp.maximum(next_rows, 0)]
+    in_buffer = (next_rows >= 0) & (next_positions >= low) & (next_positions < size)
+    offline = offline._replace(
+        next_actions=jnp.where(in_buffer[:, None], offline.next_actions, 0.0),
+        next_action_valid=jnp.where(in_buffer, offline.next_action_valid, 0.0),
+    )
     if online is None:
         return offline
-    online_rows = jnp.maximum(positions - size, 0)
+    online_rows = jnp.maximum(positions - num_rows, 0)
     from_online = jax.tree.map(lambda column: column[online_rows], online)._replace(
         next_actions=jnp.zeros_like(offline.next_actions),
         next_action_valid=jnp.zeros_like(offline.next_action_valid),
     )
-    is_online = positions >= size
+    is_online = positions >= num_rows
     return jax.tree.map(
         lambda a, b: jnp.where(is_online.reshape((-1,) + (1,) * (a.ndim - 1)), b, a),
         offline, from_online,
@@ -204,7 +236,7 @@ class _Program:
 
 
 def _chunk_program(agent: Agent, config: Any, program: _Program) -> Callable:
-    """(states, keys, orders, data, online, start_size, num_increments, max_size)
+    """(states, keys, orders, data: DeviceData, online, start_size, num_increments, max_size)
     -> (states, keys, mean_metrics, finite), over the leading (member) axis of `states`, `keys`,
     `orders` and `online`.
 
@@ -218,7 +250,7 @@ def _chunk_program(agent: Agent, config: Any, program: _Program) -> Callable:
     newest = min(program.increment, batch_size)
     rows = jnp.arange(batch_size)
 
-    def grad_step(carry, step_index, size, data, order, online):
+    def grad_step(carry, step_index, size, data, order, online, positions_of_rows):
         state, key = carry
         key, position_key, update_key = jax.random.split(key, 3)
         low = 0 if program.window is None else jnp.maximum(size - program.window, 0)
@@ -226,14 +258,16 @@ def _chunk_program(agent: Agent, config: Any, program: _Program) -> Callable:
         forced = jnp.maximum(size - batch_size + rows, 0)
         is_newest = (step_index == 0) & (rows >= batch_size - newest)
         positions = jnp.where(is_newest, forced, positions)
-        batch = gather(data, order, positions, online)
+        batch = gather(data, order, positions, size, low, online, positions_of_rows)
         state, metrics = agent.update(config, state, batch, update_key)
         return (state, key), metrics
 
     def train_one(state, key, order, data, online, start_size, num_increments, max_size):
         metric_shapes = jax.eval_shape(
-            lambda: agent.update(config, state, gather(data, order, rows, online), key)[1]
+            lambda: agent.update(config, state, gather(data, order, rows, max_size, 0, online),
+                                 key)[1]
         )
+        positions_of_rows = row_positions(order)  # once per call, for every batch
         zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metric_shapes)
 
         def increment_step(carry, increment_index):
@@ -242,7 +276,8 @@ def _chunk_program(agent: Agent, config: Any, program: _Program) -> Callable:
                 size = jnp.minimum(start_size + (increment_index + 1) * program.increment,
                                    max_size)
                 (state, key), metrics = jax.lax.scan(
-                    lambda c, j: grad_step(c, j, size, data, order, online),
+                    lambda c, j: grad_step(c, j, size, data, order, online,
+                                           positions_of_rows),
                     (state, key),
                     jnp.arange(program.steps_per_increment),
                 )
@@ -378,10 +413,10 @@ def init_states(agent: Agent, config: Any, init_keys: jax.Array, spaces, stats: 
 def make_prequential_scorer(agent: Agent, config: Any, length: int) -> Callable | None:
     """A jitted function scoring each member on the next `count` (<= length) transitions.
 
-    (states, orders, data, start, count) -> per-member sums of each per-transition metric over
-    buffer positions [start, start + count), computed BEFORE those transitions are trained on
-    (prequential evaluation, docs/protocol.md). Each transition is scored alone (`score` on a
-    batch of one, vmapped), so the sums are exact whatever `count` is.
+    (states, orders, data: DeviceData, start, count) -> per-member sums of each per-transition
+    metric over buffer positions [start, start + count), computed BEFORE those transitions are
+    trained on (prequential evaluation, docs/protocol.md). Each transition is scored alone
+    (`score` on a batch of one, vmapped), so the sums are exact whatever `count` is.
     """
     if agent.score is None:
         return None
@@ -389,7 +424,9 @@ def make_prequential_scorer(agent: Agent, config: Any, length: int) -> Callable 
 
     def score_one(state, order, data, start, count):
         positions = jnp.minimum(start + offsets, order.shape[0] - 1)
-        batch = gather(data, order, positions)
+        # The chunk has arrived when it is scored: a next action counts if its transition is
+        # in the buffer or in the chunk.
+        batch = gather(data, order, positions, start + count)
         single = jax.tree.map(lambda column: column[:, None], batch)
         per_transition = jax.vmap(lambda b: agent.score(config, state, b))(single)
         valid = offsets < count

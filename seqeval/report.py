@@ -489,6 +489,17 @@ def _write_report(out: Path, groups: list[Group], summaries: list[GroupSummary],
 # CLI
 
 
+def bootstrap_seed(text: str) -> int:
+    """argparse type of --seed: a whole number >= 0 (numpy's generators take no negative)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"expects a whole number >= 0 (got '{text}')")
+    return seed
+
+
 def handler(args: argparse.Namespace) -> int:
     from seqeval.study import expand_run_dirs
 
@@ -511,6 +522,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", default="report", help="output directory (default ./report)")
     parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS,
                         help=f"bootstrap resamples (default {stats.DEFAULT_REPS:,})")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=bootstrap_seed, default=0,
+                        help="bootstrap seed (default 0)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.set_defaults(func=handler)

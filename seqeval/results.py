@@ -513,6 +513,15 @@ class RunDir:
                     f"{wanted.get(code)}); resuming would mix two versions: restore that code, or "
                     "start fresh with another --out (or delete the run directory)"
                 )
+            data = "dataset_fingerprint"
+            if existing.get("dataset") == wanted.get("dataset") and (
+                    existing.get(data) != wanted.get(data)):
+                raise UserError(
+                    f"the dataset '{wanted.get('dataset')}' changed since '{self.path}' was "
+                    f"started on it (content fingerprint {existing.get(data)}, now "
+                    f"{wanted.get(data)}); resuming would mix two datasets: restore the data, "
+                    "or start fresh with another --out (or delete the run directory)"
+                )
             if existing != wanted:
                 raise UserError(
                     f"'{self.path}' holds a run with a different config; choose another --out "

@@ -132,6 +132,9 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"'{evaluations_path}' has a row that is not numbers ({error}); "
                         "repair or delete that row") from None
     if not evaluations:
+        if _status(path) == "diverged":
+            raise UserError(f"'{path}' diverged before its first evaluation (summary.json); "
+                            "leave it out, or rerun it with a lower learning rate")
         raise UserError(f"'{path}' has no evaluations yet; let the run reach its first "
                         "evaluation or leave it out")
     _check_evaluations(evaluations, evaluations_path)
@@ -140,6 +143,15 @@ def load_run(path: str | Path) -> Run:
                   path / "prequential.csv")
     return Run(path=path, config=config, evaluations=evaluations, prequential=prequential,
                training=results.read_training(path))
+
+
+def _status(path: Path) -> str | None:
+    """The run's status in summary.json (None when unreadable)."""
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return summary.get("status") if isinstance(summary, dict) else None
 
 
 def _check_evaluations(rows: list[dict[str, Any]], path: Path) -> None:

@@ -29,24 +29,25 @@ import argparse
 import dataclasses
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seqeval import stats
 from seqeval.errors import UserError
-from seqeval.report import summarise_seed
+from seqeval.report import bootstrap_seed, summarise_seed
 from seqeval.runs import Group, Run, SeedCurve, load_groups
+
+if TYPE_CHECKING:  # base imports JAX; the CLI imports this module for every command
+    from seqeval.algorithms.base import Metric
 
 OUTPUT_FILES = ("selection.md", "selection.csv", "checkpoints.csv", "configurations.csv",
                 "selection.png", "selection.pdf")
 DEFAULT_REPS = 10_000  # bootstrap resamples: percentile bounds stable to about 0.01
 # The truths a configuration is ranked against (report.summarise_seed's measures).
 TRUTHS: dict[str, str] = {"final": "final score", "auc": "AUC"}
-# Recorded metrics that predict return rather than measure an error: higher is better.
-PREDICTIONS = ("q_value", "q_mean")
 # Drawn by default in the figure, per agent: the first available of each tuple.
 HEADLINE = (("action_nll_dl", "action_mse_dl"), ("td_error_dl",), ("q_value_mean",))
 
@@ -92,41 +93,53 @@ class Criterion:
         }[self.summary]
 
 
-def _higher_is_better(metric: str) -> bool:
-    return metric in PREDICTIONS
+def _directed(metrics: Sequence[str], declared: Mapping[str, Metric]) -> list[str]:
+    """The metrics the agent declares a direction for (`Agent.metrics`), sorted; a metric
+    without one (a temperature's tuning loss, an entropy) or undeclared is no criterion."""
+    return sorted(m for m in metrics if m in declared and declared[m].direction is not None)
 
 
-def configuration_criteria(prequential: Sequence[str], training: Sequence[str]
-                           ) -> list[Criterion]:
-    """Criteria that rank configurations, from the metric names runs record: per prequential
-    loss its description length and last-chunk value, per prediction (q_value) its mean and
-    last-chunk value, per training loss (and q_mean) its value over the last chunk."""
+def _higher(metric: str, declared: Mapping[str, Metric]) -> bool:
+    return declared[metric].direction == "higher"
+
+
+def configuration_criteria(prequential: Sequence[str], training: Sequence[str],
+                           declared: Mapping[str, Metric]) -> list[Criterion]:
+    """Criteria that rank configurations, from the metrics runs record and the directions
+    their agent declares: per prequential loss its description length and last-chunk value,
+    per prediction (higher is better) its mean and last-chunk value, per training metric its
+    value over the last chunk."""
     out = []
-    for metric in sorted(prequential):
-        higher = _higher_is_better(metric)
+    for metric in _directed(prequential, declared):
+        higher = _higher(metric, declared)
         out.append(Criterion(f"{metric}_{'mean' if higher else 'dl'}", "prequential", metric,
                              "mean" if higher else "dl", higher))
         out.append(Criterion(f"{metric}_last", "prequential", metric, "last", higher))
-    out += [Criterion(f"train_{m}", "training", m, "train", _higher_is_better(m))
-            for m in sorted(_training_criteria_metrics(training))]
+    out += [Criterion(f"train_{m}", "training", m, "train", _higher(m, declared))
+            for m in _directed(training, declared)]
     return out
 
 
-def checkpoint_criteria(prequential: Sequence[str], training: Sequence[str]) -> list[Criterion]:
+def checkpoint_criteria(prequential: Sequence[str], training: Sequence[str],
+                        declared: Mapping[str, Metric]) -> list[Criterion]:
     """Criteria that rank a run's evaluation points: each prequential metric on the next chunk
-    (the data the evaluated model has not seen), each training loss (and q_mean) over the
-    chunk just trained on."""
-    out = [Criterion(f"{m}_next", "prequential", m, "next", _higher_is_better(m))
-           for m in sorted(prequential)]
-    out += [Criterion(f"train_{m}", "training", m, "train", _higher_is_better(m))
-            for m in sorted(_training_criteria_metrics(training))]
+    (the data the evaluated model has not seen), each training metric over the chunk just
+    trained on; only metrics with a declared direction."""
+    out = [Criterion(f"{m}_next", "prequential", m, "next", _higher(m, declared))
+           for m in _directed(prequential, declared)]
+    out += [Criterion(f"train_{m}", "training", m, "train", _higher(m, declared))
+            for m in _directed(training, declared)]
     return out
 
 
-def _training_criteria_metrics(training: Sequence[str]) -> list[str]:
-    # Losses and the mean Q; other training metrics (temperatures, weights, gaps) have no
-    # direction that predicts a better policy.
-    return [m for m in training if m.endswith("_loss") or m in PREDICTIONS]
+def declared_metrics(group: Group) -> dict[str, Metric] | None:
+    """The metric declarations of the group's agent (None when it cannot be loaded)."""
+    from seqeval.algorithms.base import get_agent
+
+    try:
+        return dict(get_agent(group.runs[0].config.agent).metrics)
+    except UserError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,9 +283,20 @@ def build_cells(groups: Sequence[Group]) -> tuple[list[Cell], list[str]]:
             notes.append(f"{where}: the runs scored different numbers of transitions "
                          f"({', '.join(map(str, sorted(transitions)))}); their description "
                          "lengths are not comparable (compare the *_last criteria instead)")
+        declared = declared_metrics(cell_groups[0])
+        if declared is None:
+            notes.append(f"{where}: agent '{cell_groups[0].runs[0].config.agent}' cannot be "
+                         "loaded, so its metrics' directions are unknown; no criteria")
+            declared = {}
+        undirected = sorted((kept_prequential | kept_training)
+                            - set(_directed(kept_prequential | kept_training, declared)))
+        if undirected and declared:
+            notes.append(f"{where}: {', '.join(undirected)} "
+                         f"{'has' if len(undirected) == 1 else 'have'} no direction "
+                         "(the agent's Agent.metrics), so no criterion")
         cell = Cell(dataset, agent, mode, configurations,
-                    configuration_criteria(sorted(kept_prequential), sorted(kept_training)),
-                    checkpoint_criteria(sorted(kept_prequential), sorted(kept_training)))
+                    configuration_criteria(kept_prequential, kept_training, declared),
+                    checkpoint_criteria(kept_prequential, kept_training, declared))
         if not cell.normalized:
             notes.append(f"{where}: no normalized scores; truths and regrets are raw returns")
         cells.append(cell)
@@ -442,25 +466,32 @@ def _blocks(reps: int, configurations: int) -> list[tuple[int, int]]:
 @dataclasses.dataclass
 class CheckpointSelection:
     """How well one criterion picks evaluation points within the runs of one cell: over every
-    (configuration, seed) run, the regret of the picked point against the run's best offline
-    evaluation, and baselines."""
+    (configuration, seed) run, the regret of the picked point against the best of the points
+    the criterion could pick from (its candidates), and baselines over the same candidates.
+    Intervals treat configurations as the independent units: the seeds of a configuration
+    share its settings (and seed s shares its keys across configurations), so their runs are
+    averaged within the configuration first (a cluster mean), and the 95% t interval is over
+    configurations."""
 
     cell: Cell
     criterion: Criterion
     runs: int  # runs with at least two candidate points
+    configurations: int  # configurations with such runs (the interval's units)
     candidates: float  # candidate points per run (mean)
-    regret: stats.Interval  # mean over runs, 95% t interval
-    final_regret: stats.Interval  # taking the last (full-data) model
-    random_regret: stats.Interval  # a uniformly random evaluation point
-    hit_rate: float  # fraction of runs where the pick is the best point
+    regret: stats.Interval  # mean over configurations of their runs' mean, 95% t interval
+    final_regret: stats.Interval  # the last (full-data) model against the best candidate
+    random_regret: stats.Interval  # a uniformly random candidate
+    hit_rate: float  # fraction of runs where the pick is the best candidate
     spearman: stats.Interval  # within-run rank correlation with the score (runs with >= 3)
 
 
 def run_checkpoint_regrets(record: SeedRecord, criterion: Criterion
                            ) -> tuple[float, float, float, bool, float, int] | None:
-    """(regret of the pick, regret of the final model, regret of a random point, whether the
-    pick is the best point, within-run Spearman, candidates) for one seed's run; None with
-    fewer than two candidate points. Regrets are against the best offline evaluation."""
+    """(regret of the pick, regret of the final model, regret of a random candidate, whether
+    the pick is the best candidate, within-run Spearman, candidates) for one seed's run; None
+    with fewer than two candidate points. Regrets are against the best candidate: the points
+    the criterion has a value at (a next-chunk criterion has none at the last evaluation, so
+    the final model may beat every candidate: a negative final regret)."""
     samples, scores = record.curve.offline_samples, record.curve.offline_values
     at = record.checkpoint_values(criterion)
     candidates = [i for i, s in enumerate(samples) if int(s) in at]
@@ -468,13 +499,23 @@ def run_checkpoint_regrets(record: SeedRecord, criterion: Criterion
         return None
     oriented = criterion.sign * np.array([at[int(samples[i])] for i in candidates])
     truth = scores[candidates]
-    best = float(scores.max())
+    best = float(truth.max())
     top = oriented == oriented.max()
     regret = best - float(truth[top].mean())
     with np.errstate(invalid="ignore"):
         rho = float(spearman(oriented, truth)) if len(candidates) >= 3 else math.nan
-    return (regret, best - float(scores[-1]), best - float(scores.mean()),
+    return (regret, best - float(scores[-1]), best - float(truth.mean()),
             bool(top.sum() == 1 and truth[top][0] == best), rho, len(candidates))
+
+
+def clustered_interval(values: Sequence[float], clusters: Sequence[int]) -> stats.Interval:
+    """Mean and 95% t interval with the clusters as units: each cluster's finite values are
+    averaged first (NaN values are left out)."""
+    by_cluster: dict[int, list[float]] = defaultdict(list)
+    for value, cluster in zip(values, clusters, strict=True):
+        if math.isfinite(value):
+            by_cluster[cluster].append(value)
+    return stats.t_interval([float(np.mean(v)) for v in by_cluster.values()])
 
 
 def select_checkpoints(cell: Cell, criteria: Sequence[Criterion] | None = None
@@ -482,17 +523,23 @@ def select_checkpoints(cell: Cell, criteria: Sequence[Criterion] | None = None
     criteria = cell.checkpoint_criteria if criteria is None else criteria
     out = []
     for criterion in criteria:
-        results = [r for c in cell.configurations for s in c.seeds
-                   if (r := run_checkpoint_regrets(s, criterion)) is not None]
+        results, clusters = [], []
+        for index, configuration in enumerate(cell.configurations):
+            for record in configuration.seeds:
+                if (result := run_checkpoint_regrets(record, criterion)) is not None:
+                    results.append(result)
+                    clusters.append(index)
         if not results:
             continue
         regret, final, rand, hit, rho, count = (np.array(v, dtype=np.float64)
                                                  for v in zip(*results, strict=True))
         out.append(CheckpointSelection(
-            cell=cell, criterion=criterion, runs=len(results), candidates=float(count.mean()),
-            regret=stats.t_interval(regret), final_regret=stats.t_interval(final),
-            random_regret=stats.t_interval(rand), hit_rate=float(hit.mean()),
-            spearman=stats.t_interval(rho)))
+            cell=cell, criterion=criterion, runs=len(results),
+            configurations=len(set(clusters)), candidates=float(count.mean()),
+            regret=clustered_interval(regret, clusters),
+            final_regret=clustered_interval(final, clusters),
+            random_regret=clustered_interval(rand, clusters), hit_rate=float(hit.mean()),
+            spearman=clustered_interval(rho, clusters)))
     return out
 
 
@@ -595,11 +642,13 @@ def write_tables(out: Path, result: SelectionResult) -> list[Path]:
                          "random_regret_ci_low", "random_regret_ci_high", "pick_rank",
                          "picked", "picked_truth", "tied_at_top", "best", "best_truth"], rows)
     rows = [[s.cell.dataset, s.cell.agent, s.cell.mode, s.criterion.name, s.criterion.direction,
-             s.runs, s.candidates, *_cells(s.regret), *_cells(s.final_regret),
+             s.runs, s.configurations, s.candidates, *_cells(s.regret),
+             *_cells(s.final_regret),
              *_cells(s.random_regret), s.hit_rate, *_cells(s.spearman)]
             for s in result.checkpoints]
     write_csv(paths[1], ["dataset", "agent", "mode", "criterion", "direction", "runs",
-                         "candidates", "regret", "regret_ci_low", "regret_ci_high",
+                         "configurations", "candidates", "regret", "regret_ci_low",
+                         "regret_ci_high",
                          "final_regret", "final_regret_ci_low", "final_regret_ci_high",
                          "random_regret", "random_regret_ci_low", "random_regret_ci_high",
                          "hit_rate", "spearman", "spearman_ci_low", "spearman_ci_high"], rows)
@@ -722,19 +771,24 @@ def render_markdown(result: SelectionResult, figures: Sequence[Path]) -> str:
             "Each run (configuration x seed) picks one of its offline evaluation points by "
             "the criterion; the model evaluated at s samples is scored on the chunk of data "
             "that starts at s, which it has not trained on (*_next*), so the last, full-data "
-            "model has no prequential score. *Regret*: the run's best evaluated score minus "
-            "the picked point's, mean over runs with a 95% t interval; *final model*: the "
-            "regret of simply keeping the last model; *random*: of a uniformly random "
-            "evaluation point; *hit rate*: runs where the pick is the best point; *Spearman*: "
+            "model has no prequential score. *Candidates*: the points the criterion has a "
+            "value at, the only ones it can pick. *Regret*: the run's best candidate score "
+            "minus the picked point's; *final model*: the regret of simply keeping the last "
+            "model against the same best candidate (negative where it beats every "
+            "candidate); *random*: of a uniformly random candidate; each a mean over "
+            "configurations of the mean over their seeds, with a 95% t interval over "
+            "configurations (*configs*: the seeds of a configuration are not independent "
+            "runs); *hit rate*: runs where the pick is the best candidate; *Spearman*: "
             "within-run rank correlation of the oriented criterion with the score over the "
-            "candidate points.", ""]
+            "candidates.", ""]
         rows = [[s.cell.dataset, s.cell.agent + ("" if s.cell.mode == "sequential"
                                                  else f" ({s.cell.mode})"),
-                 s.criterion.name, s.criterion.direction, str(s.runs), f"{s.candidates:.1f}",
+                 s.criterion.name, s.criterion.direction, str(s.runs),
+                 str(s.configurations), f"{s.candidates:.1f}",
                  with_ci(s.regret), with_ci(s.final_regret), with_ci(s.random_regret),
                  f"{s.hit_rate:.2f}", with_ci(s.spearman, 2)] for s in result.checkpoints]
         lines += markdown_table(["dataset", "agent", "criterion", "direction", "runs",
-                                 "candidates", "regret", "final model", "random",
+                                 "configs", "candidates", "regret", "final model", "random",
                                  "hit rate", "Spearman"], rows)
     if figures:
         lines += ["", "## Figure", ""]
@@ -891,6 +945,7 @@ def register(subparsers: Any) -> None:
                         help="output directory (default STUDY_DIR/selection)")
     parser.add_argument("--reps", type=int, default=DEFAULT_REPS,
                         help=f"bootstrap resamples (default {DEFAULT_REPS:,})")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=bootstrap_seed, default=0,
+                        help="bootstrap seed (default 0)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.set_defaults(func=handler)

@@ -274,7 +274,7 @@ def _initial_learners(context: RunContext, offline_steps: int) -> Learners:
         online = jax.tree.map(
             lambda column: jnp.zeros((settings.num_seeds, capacity) + column.shape[1:],
                                      column.dtype),
-            context.device_data)
+            context.device_data.transitions)
     explore_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(context.init_keys)
     return Learners(states, context.train_keys, explore_keys, online)
 

@@ -61,10 +61,10 @@ def test_device_dataset_carries_next_actions_and_their_mask_in_logged_order():
 
 def test_gathered_batches_keep_each_transitions_own_next_action_through_a_permutation():
     data = hand_made_dataset()
-    device = protocol.device_dataset(data)
+    device = protocol.device_data(data)
     order = jax.random.permutation(jax.random.PRNGKey(0), data.size).astype(jnp.int32)
     positions = jnp.array([0, 1, 2, 3, 4, 5, 6, 7, 3, 3])
-    batch = protocol.gather(device, order, positions)
+    batch = protocol.gather(device, order, positions, data.size)  # the whole dataset held
     for i, position in enumerate(np.asarray(positions)):
         row = int(order[position])
         # The transition is identified by its own observation; its next action comes from the
@@ -78,7 +78,7 @@ def test_gathered_batches_keep_each_transitions_own_next_action_through_a_permut
 
 def test_online_transitions_have_no_next_action():
     data = hand_made_dataset()
-    device = protocol.device_dataset(data)
+    device = protocol.device_data(data)
     order = jnp.arange(data.size, dtype=jnp.int32)
     # An online buffer as the collector builds it (no next actions given: mask 0) ...
     online = Batch(observations=np.full((4, 1), 7.0, np.float32),
@@ -90,7 +90,8 @@ def test_online_transitions_have_no_next_action():
     claimed = jax.tree.map(jnp.asarray, online)._replace(
         next_actions=jnp.ones((4, 1)), next_action_valid=jnp.ones(4))
     for buffer in (jax.tree.map(jnp.asarray, online), claimed):
-        batch = protocol.gather(device, order, jnp.array([0, 8, 9, 1]), buffer)
+        batch = protocol.gather(device, order, jnp.array([0, 8, 9, 1]), data.size + 4,
+                                online=buffer)
         np.testing.assert_array_equal(np.asarray(batch.observations[:, 0]), [0.0, 7.0, 7.0, 10.0])
         np.testing.assert_array_equal(np.asarray(batch.next_action_valid), [1.0, 0.0, 0.0, 1.0])
         np.testing.assert_array_equal(np.asarray(batch.next_actions[:, 0]),

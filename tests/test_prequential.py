@@ -17,7 +17,7 @@ from seqeval.runner import RunSettings, run
 
 def _direct_mse(agent, config, state, data, order, start, end):
     """The BC score computed directly: actions of the chunk's transitions, one batch."""
-    batch = protocol.gather(protocol.device_dataset(data), order, jnp.arange(start, end))
+    batch = protocol.gather(protocol.device_data(data), order, jnp.arange(start, end), end)
     return float(agent.score(config, state, batch)["action_mse"]) * (end - start)
 
 
@@ -30,7 +30,7 @@ def test_scorer_sums_equal_direct_losses(store):
                                   protocol.dataset_stats(data), 100)
     orders = jnp.stack([jax.random.permutation(k, data.size) for k in keys]).astype(jnp.int32)
     scorer = protocol.make_prequential_scorer(agent, config, length=700)
-    sums = scorer(states, orders, protocol.device_dataset(data), 1_000, 613)
+    sums = scorer(states, orders, protocol.device_data(data), 1_000, 613)
     for member in range(2):
         state = jax.tree.map(lambda x, m=member: x[m], states)
         expected = _direct_mse(agent, config, state, data, orders[member], 1_000, 1_613)

@@ -84,11 +84,12 @@ def study(tmp_path) -> list[Path]:
 def test_criteria_are_computed_from_the_recorded_rows(study):
     cells, notes = select.build_cells(load_groups(study)[0])
     (cell,) = cells
-    assert notes == []
+    assert notes == ["td3_bc (sequential) on d/a-v0: alpha_value has no direction (the agent's "
+                     "Agent.metrics), so no criterion"]
     assert [c.label for c in cell.configurations] == [f"alpha={a}" for a in range(4)]
     by_name = {c.name: c for c in cell.criteria}
-    # Every recorded prequential metric gives two criteria; training losses (and q_mean) one;
-    # a training metric that is no loss has no direction and is left out.
+    # Every recorded prequential metric gives two criteria; training metrics with a direction
+    # declared by the agent (td3_bc.METRICS) one; an undeclared one is left out.
     assert sorted(by_name) == ["action_mse_dl", "action_mse_last", "q_value_last",
                                "q_value_mean", "td_error_dl", "td_error_last",
                                "train_critic_loss"]
@@ -222,13 +223,15 @@ def test_checkpoints_are_scored_on_the_chunk_after_each_evaluation(tmp_path):
     record = cell.configurations[0].seeds[0]
     # The evaluation at 20k (the full-data model) has no next chunk, so no score.
     assert record.checkpoint_values(mse) == pytest.approx({5000: 0.5, 10000: 0.2, 15000: 0.4})
+    # Random: a uniformly random candidate (5k, 10k, 15k), not any evaluation point.
     assert select.run_checkpoint_regrets(record, mse) == pytest.approx(
-        (0.0, 10.0, 80.0 - 65.0, True, 1.0, 3))
+        (0.0, 10.0, 80.0 - 190.0 / 3, True, 1.0, 3))
     (result,) = select.select_checkpoints(cell)
-    assert result.runs == 4 and result.candidates == 3.0
+    assert result.runs == 4 and result.candidates == 3.0 and result.configurations == 2
     assert result.regret.point == pytest.approx((0.0 + 30.0) / 2)
     assert result.final_regret.point == pytest.approx((10.0 + 20.0) / 2)
-    assert result.random_regret.point == pytest.approx((15.0 + 22.5) / 2)
+    assert result.random_regret.point == pytest.approx((80.0 - 190.0 / 3 + 90.0 - 200.0 / 3)
+                                                       / 2)
     assert result.hit_rate == 0.5
     # Within-run Spearman: +1 for seed 0; ranks (2, 3, 1) against (1, 2, 3) for seed 1: -0.5.
     assert result.spearman.point == pytest.approx((1.0 - 0.5) / 2)
@@ -412,3 +415,52 @@ def test_a_running_sum_that_crosses_zero_reads_back(tmp_path):
         "5000,0,1000,-15.2045,-15204.5\n"
         "6000,0,1000,17.109,1904.46\n")
     assert [r.cumulative["q_value"] for r in read_prequential(tmp_path)] == [-15204.5, 1904.46]
+
+
+@pytest.mark.parametrize("agent, undirected", [("cql", "alpha_loss"),
+                                               ("sac", "temperature_loss")])
+def test_a_loss_without_a_direction_is_no_criterion(tmp_path, agent, undirected):
+    scores = {0: [50.0, 60.0, 70.0, 80.0]}
+    runs = []
+    for alpha in (1, 2):
+        run = write_run(tmp_path / f"c{alpha}", agent, "d/a-v0", scores,
+                        agent_config={"alpha": alpha})
+        (run / "training.csv").write_text(training_csv(
+            {0: {"critic_loss": [1.0, 0.5, 0.4, 0.3], undirected: [0.1, -0.2, 0.3, -0.4]}}))
+        runs.append(run)
+    (cell,), notes = select.build_cells(load_groups(runs)[0])
+    assert [c.name for c in cell.criteria] == ["train_critic_loss"]
+    assert [c.name for c in cell.checkpoint_criteria] == ["train_critic_loss"]
+    assert any(f"{undirected} has no direction" in note for note in notes)
+
+
+def test_checkpoint_baselines_use_only_the_points_a_criterion_can_pick(tmp_path):
+    # The full-data model (20k) is the best point but has no next chunk: the pick (10k, the
+    # lowest loss) is the best candidate, and keeping the final model beats every candidate.
+    scores = {0: [50.0, 60.0, 55.0, 95.0]}
+    losses = {0: {"action_mse": [0.5, 0.2, 0.4]}}
+    runs = [write_run(tmp_path / f"c{alpha}", "td3_bc", "d/a-v0", scores,
+                      agent_config={"alpha": alpha}, prequential=prequential_csv(losses))
+            for alpha in (1, 2)]
+    (cell,) = select.build_cells(load_groups(runs)[0])[0]
+    (mse,) = cell.checkpoint_criteria
+    record = cell.configurations[0].seeds[0]
+    assert select.run_checkpoint_regrets(record, mse) == pytest.approx(
+        (0.0, 60.0 - 95.0, 60.0 - 55.0, True, 1.0, 3))
+
+
+def test_checkpoint_intervals_take_configurations_as_units(tmp_path):
+    # Regrets per run: configuration 1 seeds 0, 0 (pick = best); configuration 2: 30, 10.
+    losses = {0: {"action_mse": [0.5, 0.2, 0.4]}, 1: {"action_mse": [0.3, 0.2, 0.4]}}
+    scores = {1: {0: [50.0, 80.0, 60.0, 70.0], 1: [50.0, 80.0, 60.0, 70.0]},
+              2: {0: [50.0, 60.0, 90.0, 70.0], 1: [50.0, 70.0, 80.0, 70.0]}}
+    runs = [write_run(tmp_path / f"c{alpha}", "td3_bc", "d/a-v0", scores[alpha],
+                      agent_config={"alpha": alpha}, prequential=prequential_csv(losses))
+            for alpha in (1, 2)]
+    (cell,) = select.build_cells(load_groups(runs)[0])[0]
+    (result,) = select.select_checkpoints(cell)
+    assert result.runs == 4 and result.configurations == 2
+    # Configuration means 0 and 20: mean 10, t interval with one degree of freedom.
+    half = scipy.stats.t.ppf(0.975, 1) * np.std([0.0, 20.0], ddof=1) / math.sqrt(2)
+    assert result.regret.point == pytest.approx(10.0)
+    assert (result.regret.low, result.regret.high) == pytest.approx((10.0 - half, 10.0 + half))
