@@ -327,7 +327,7 @@ def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     check_settings(settings)
     agent = get_agent(settings.agent)
     agent_config = agent.make_config(dict(settings.agent_overrides))
-    data, block_sizes = load_datasets(settings.dataset)
+    data, block_sizes = load_datasets(settings.dataset, settings.env)
     if settings.ref_scores is not None:
         data = data.with_reference_scores(*settings.ref_scores)
     initial_size = check_against_data(settings, data)
