@@ -8,7 +8,6 @@ import json
 import socket
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 

@@ -345,7 +345,8 @@ def test_default_pendulum_suite_reaches_d4rl_like_levels(tmp_path, monkeypatch):
     """The demo's default build: expert about -150, random about -1200 to -1500."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     build_datasets("pendulum", progress=False)
-    random_card, expert_card = read_card("seqeval/pendulum/random-v0"), read_card("seqeval/pendulum/expert-v0")
+    random_card = read_card("seqeval/pendulum/random-v0")
+    expert_card = read_card("seqeval/pendulum/expert-v0")
     assert -1700 < random_card["ref_min_score"] < -1100
     assert -220 < expert_card["ref_max_score"] < -120
     assert 15 < read_card("seqeval/pendulum/medium-v0")["behaviour_normalized_score"] < 55
