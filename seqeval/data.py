@@ -179,9 +179,16 @@ def _not_local(dataset_id: str) -> UserError:
     store = minari_store()
     parts = dataset_id.split("/")
     if parts[0] == SEQEVAL_NAMESPACE and len(parts) == 3:
-        return UserError(f"dataset '{dataset_id}' is not in the local Minari store ({store}); "
-                         f"build it with: seqeval datasets build {parts[1]}")
-    return UserError(f"dataset '{dataset_id}' is not in the local Minari store ({store}); "
+        # Before seqeval had its own namespace it wrote pendulum/... and mujoco/<env>/...
+        old_id = "/".join(["pendulum" if parts[1] == "pendulum" else f"mujoco/{parts[1]}",
+                           parts[2]])
+        old = (f" (an earlier seqeval build of it is '{old_id}'; 'seqeval datasets list' says "
+               "how to rebuild it under the new id)"
+               if (store / old_id / "card.json").is_file() else "")
+        return UserError(f"unknown dataset '{dataset_id}': it is not in the local Minari store "
+                         f"({store}); build it with: seqeval datasets build {parts[1]}{old}")
+    return UserError(f"unknown dataset '{dataset_id}': it is not in the local Minari store "
+                     f"({store}); "
                      f"fetch it with: seqeval datasets download {dataset_id} (or build "
                      "seqeval's own with 'seqeval datasets build pendulum'; "
                      "'seqeval datasets list' shows what is here)")

@@ -444,3 +444,9 @@ def test_builds_under_old_ids_get_a_note(tmp_path, monkeypatch, capsys):
     assert ("'seqeval datasets build pendulum --seed 3 --sac-steps 6000 --checkpoint-every 500 "
             "--transitions 200'") in notes[0]
     assert f"rm -r {own / 'pendulum/medium-v0'}" in notes[0]
+    # A run asking for the new id is told where the old build is.
+    assert main(["run", "--agent", "bc", "--dataset", "seqeval/pendulum/medium-v0",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "an earlier seqeval build of it is 'pendulum/medium-v0'" in err
