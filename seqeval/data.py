@@ -405,7 +405,8 @@ def load_d4rl(dataset_id: str, env: str | None = None) -> OfflineData:
                   "MIN,MAX to use others", file=sys.stderr)
     data = OfflineData(dataset_id=dataset_id, **arrays, action_low=low, action_high=high,
                        ref_min_score=ref_min, ref_max_score=ref_max)
-    data.validate()
+    if data.size == 0:  # every step dropped; non-finite values were refused naming the file
+        data.validate()
     return data
 
 

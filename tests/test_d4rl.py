@@ -450,3 +450,22 @@ def test_builds_under_old_ids_get_a_note(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "an earlier seqeval build of it is 'pendulum/medium-v0'" in err
+
+
+def test_study_specs_take_d4rl_names_and_files(d4rl_dir, tmp_path):
+    from seqeval.study import expand_spec, validate_plan
+
+    write_medium(d4rl_dir)
+    path = write_medium(tmp_path, name="mine.hdf5")
+    spec = {"study": {"agents": ["bc"], "datasets": ["d4rl/hopper-medium-v2"], "seeds": 1},
+            "protocol": {"initial_size": 4, "eval_every": 4}}
+    plan = expand_spec(spec)
+    validate_plan(plan, tmp_path / "study")
+    assert [run.dataset for run in plan] == ["d4rl/hopper-medium-v2"]
+    # A file at a path takes its task from [protocol] env.
+    spec["study"]["datasets"] = [str(path)]
+    spec["protocol"]["env"] = "Hopper-v5"
+    validate_plan(expand_spec(spec), tmp_path / "study")
+    del spec["protocol"]["env"]
+    with pytest.raises(Exception, match="needs its task: pass --env"):
+        validate_plan(expand_spec(spec), tmp_path / "study")
