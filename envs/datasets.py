@@ -559,7 +559,13 @@ def damaged_datasets() -> list[tuple[str, str]]:
                 found.append((dataset_id, f"data/metadata.json cannot be read "
                               f"({type(error).__name__}{': ' + detail[:120] if detail else ''})"))
             return
-        for child in sorted(folder.iterdir()):
+        try:
+            children = sorted(folder.iterdir())
+        except OSError as error:  # a folder we may not read
+            found.append((folder.relative_to(root).as_posix() or ".",
+                          f"its folder cannot be read ({error.strerror or error})"))
+            return
+        for child in children:
             if child.is_dir() and not child.name.startswith("."):
                 visit(child)
 

@@ -426,6 +426,17 @@ def _d4rl_file_and_task(dataset_id: str, env: str | None) -> tuple[Path, str]:
     return path, env
 
 
+def source_files(dataset_id: str) -> list[Path]:
+    """The files a dataset's arrays are read from (for content fingerprints): a D4RL file, or
+    every file of a Minari dataset's `data/` folder."""
+    if d4rl.is_d4rl_id(dataset_id):
+        return [d4rl.file_for_id(dataset_id)]
+    if d4rl.is_file_path(dataset_id):
+        return [Path(dataset_id).expanduser()]
+    root = dataset_root(dataset_id) / "data"
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
 def make_eval_env_factory(dataset_id: str, env: str | None = None):
     """A zero-argument function creating the dataset's evaluation environment: the Gymnasium
     v5 task for D4RL files, Minari's `recover_environment(eval_env=True)` otherwise."""
