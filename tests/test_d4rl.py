@@ -328,6 +328,10 @@ def test_a_short_run_on_a_d4rl_hopper_file(d4rl_dir, tmp_path):
     for row in rows_read:
         expected = 100 * (float(row["return"]) - HOPPER_MIN) / (HOPPER_MAX - HOPPER_MIN)
         assert float(row["normalized_score"]) == pytest.approx(expected, rel=1e-6)
+    # Reports and figures label the run by its D4RL name.
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    assert "d4rl/hopper-medium-v2" in "".join(
+        p.read_text() for p in (tmp_path / "report").glob("*.md"))
 
 
 # ---------------------------------------------------------------------------------------------
