@@ -151,6 +151,28 @@ def test_float64_replay_without_next_observations(d4rl_dir):
     np.testing.assert_array_equal(data.next_observations, expected_next)
 
 
+def test_a_step_with_both_flags_terminates_and_one_step_truncated_episodes_vanish():
+    observations = np.arange(6, dtype=np.float32).reshape(6, 1)
+    arrays = {"observations": observations, "actions": np.zeros((6, 1), np.float32),
+              "rewards": np.arange(6, dtype=np.float32)}
+    terminals = np.array([0, 1, 0, 0, 0, 0], bool)
+    timeouts = np.array([0, 1, 1, 0, 0, 1], bool)
+    out = d4rl.episodes(dict(arrays), terminals, timeouts)
+    # Row 1 has both flags: a termination. Row 2 is a one-step episode cut by a timeout: with
+    # no recorded next observation it is dropped whole. Rows 3-5: row 5 dropped, row 4 ends it.
+    assert out["rewards"].tolist() == [0, 1, 3, 4]
+    assert out["terminations"].tolist() == [False, True, False, False]
+    assert out["truncations"].tolist() == [False, False, False, True]
+    assert out["episode_starts"].tolist() == [0, 2]
+    assert out["next_observations"][:, 0].tolist() == [1, 1, 4, 5]
+    # With recorded next observations nothing is dropped.
+    arrays["next_observations"] = observations + 10
+    out = d4rl.episodes(dict(arrays), terminals, timeouts)
+    assert out["terminations"].tolist() == [False, True, False, False, False, False]
+    assert out["truncations"].tolist() == [False, False, True, False, False, True]
+    assert out["episode_starts"].tolist() == [0, 2, 3]
+
+
 def test_derived_timeouts_follow_d4rls_qlearning_dataset():
     terminals = np.zeros(10, bool)
     terminals[4] = True
