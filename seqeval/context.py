@@ -65,6 +65,8 @@ class RunContext:
             # a resumed run refuses agent code that changed since it started
             "agent_fingerprint": agent_fingerprint(self.agent),
             "dataset": settings.dataset,
+            # the task of a dataset given as a file (--env); absent for ids that record theirs
+            **({"env": settings.env} if settings.env is not None else {}),
             "mode": settings.mode,
             "protocol": {
                 "initial_size": self.initial_size,
