@@ -69,7 +69,7 @@ def main() -> None:
             batch_size = resolve_batch_size(get_agent(agent))
             start = time.perf_counter()
             summary = run(RunSettings(
-                agent=agent, dataset=f"pendulum/{quality}-v0", out=out,
+                agent=agent, dataset=f"seqeval/pendulum/{quality}-v0", out=out,
                 agent_overrides=NETWORKS[agent] + DATASET_OVERRIDES.get((agent, quality), ()),
                 eval_episodes=10, seed=0,
                 num_seeds=args.seeds, batch_size=batch_size, progress=False,

@@ -149,11 +149,11 @@ def main() -> None:
     print(f"jax {jax.__version__}, devices {jax.devices()}, cores {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         out_root = Path(tmp)
-        bench_core(out_root, "pendulum/expert-v0", scale)
-        bench_seeds(out_root, "pendulum/expert-v0", "td3_bc", int(3_000 * scale))
-        bench_retrain(out_root, "pendulum/expert-v0", "td3_bc", int(2_000 * scale))
-        bench_online(out_root, "pendulum/expert-v0", "td3_bc", int(5_000 * scale))
-        bench_prequential(out_root, "pendulum/expert-v0", "td3_bc", 1 if args.quick else 3)
+        bench_core(out_root, "seqeval/pendulum/expert-v0", scale)
+        bench_seeds(out_root, "seqeval/pendulum/expert-v0", "td3_bc", int(3_000 * scale))
+        bench_retrain(out_root, "seqeval/pendulum/expert-v0", "td3_bc", int(2_000 * scale))
+        bench_online(out_root, "seqeval/pendulum/expert-v0", "td3_bc", int(5_000 * scale))
+        bench_prequential(out_root, "seqeval/pendulum/expert-v0", "td3_bc", 1 if args.quick else 3)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,25 @@
-"""`seqeval datasets build|list`: build D4RL-style datasets locally and list what is available."""
+"""`seqeval datasets build|list|download`: build D4RL-style datasets locally, list what is
+available (Minari datasets and D4RL's files), fetch Farama's Minari datasets."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from seqeval.envs.registry import QUALITIES, RECIPES
 
 
+def _note(message: str | None) -> None:
+    if message:
+        print(f"seqeval: note: {message}", file=sys.stderr)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    from seqeval.envs.datasets import build_datasets, read_card
+    from seqeval.envs.datasets import build_datasets, minari_root, old_builds_note, read_card
+
+    minari_root()  # a store that cannot be a folder is refused before anything is built
+    _note(old_builds_note())
 
     ids = build_datasets(
         args.env,
@@ -59,17 +69,72 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from seqeval.envs.datasets import list_datasets, minari_root
+def d4rl_rows() -> tuple[list[dict], list[tuple[str, str]]]:
+    """A table row for each D4RL file in $D4RL_DATASET_DIR (read: rewards and episode flags
+    only), and (file, problem) for those that cannot be read."""
+    import h5py
+    import numpy as np
 
+    from seqeval import d4rl, scores
+
+    rows, damaged = [], []
+    for name, path in d4rl.local_files():
+        try:
+            with h5py.File(path, "r") as handle:
+                rewards = np.asarray(handle["rewards"][()], np.float64).reshape(-1)
+                ends = np.asarray(handle["terminals"][()], bool).reshape(-1)
+                if "timeouts" in handle:
+                    ends = ends | np.asarray(handle["timeouts"][()], bool).reshape(-1)
+        except Exception as error:  # not HDF5, a key missing, damaged data
+            damaged.append((str(path), f"{type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else ''}"))
+            continue
+        if ends.shape != rewards.shape or not rewards.size:
+            damaged.append((str(path), "'terminals' and 'rewards' differ in length"))
+            continue
+        starts = np.flatnonzero(np.concatenate([[True], ends[:-1]]))
+        ref_min, ref_max = scores.D4RL_REFERENCE_RETURNS[name.env]
+        average = np.add.reduceat(rewards, starts).mean()
+        rows.append({"dataset_id": name.dataset_id, "transitions": int(rewards.size),
+                     "episodes": int(starts.size),
+                     "behaviour_normalized_score": float(
+                         scores.normalized_score(average, ref_min, ref_max)),
+                     "ref_min_score": ref_min, "ref_max_score": ref_max, "has_card": False})
+    return rows, damaged
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from seqeval import d4rl
+    from seqeval.envs.datasets import damaged_datasets, list_datasets, minari_root, old_builds_note
+
+    root = minari_root()
     rows = list_datasets()
-    if not rows:
-        print(f"no local Minari datasets in {minari_root()}; "
-              "build some with: seqeval datasets build pendulum")
-        return 0
-    print(format_table(rows))
-    print(f"\n(store: {minari_root()}; behaviour score is the behaviour policy's normalized "
-          "score, 0 = random, 100 = expert)")
+    damaged = damaged_datasets()
+    if rows:
+        print(format_table(rows))
+        print(f"\n(store: {root}; behaviour score is the behaviour policy's normalized "
+              "score, 0 = random, 100 = expert)")
+    elif not damaged:
+        print(f"no local Minari datasets in {root}; build some with: seqeval datasets build "
+              "pendulum, or fetch Farama's with: seqeval datasets download ID")
+    for dataset_id, problem in damaged:
+        print(f"seqeval: warning: dataset '{dataset_id}' in {root} cannot be read ({problem}); "
+              f"rebuild or download it again, or delete {root / dataset_id}", file=sys.stderr)
+    _note(old_builds_note())
+    files, damaged_files = d4rl_rows()
+    if files:
+        print(f"\nD4RL files in {d4rl.dataset_dir()} (run them as --dataset ID):")
+        print(format_table(files))
+    for path, problem in damaged_files:
+        print(f"seqeval: warning: D4RL file '{path}' cannot be read ({problem}); download it "
+              "again", file=sys.stderr)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from seqeval.data import download
+
+    print(f"downloaded {args.dataset_id} into {download(args.dataset_id)}")
     return 0
 
 
@@ -83,8 +148,9 @@ def _positive_int(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `datasets build|list` to the seqeval command line."""
-    datasets = subparsers.add_parser("datasets", help="build or list local D4RL-style datasets")
-    commands = datasets.add_subparsers(dest="datasets_command", metavar="{build,list}")
+    datasets = subparsers.add_parser(
+        "datasets", help="build, list or download datasets (Minari; D4RL's files are listed)")
+    commands = datasets.add_subparsers(dest="datasets_command", metavar="{build,list,download}")
     commands.required = True
 
     build = commands.add_parser(
@@ -112,5 +178,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.set_defaults(func=cmd_build)
 
-    listing = commands.add_parser("list", help="list local Minari datasets and their cards")
+    listing = commands.add_parser(
+        "list", help="list local Minari datasets and their cards, and D4RL's files")
     listing.set_defaults(func=cmd_list)
+
+    fetch = commands.add_parser(
+        "download", help="fetch a Minari dataset from Farama's server (minari.download_dataset)",
+        description="Download a remote Minari dataset (e.g. mujoco/hopper/simple-v0) into the "
+                    "local store (MINARI_DATASETS_PATH) with Minari's own download API.")
+    fetch.add_argument("dataset_id", metavar="ID", help="Minari dataset id")
+    fetch.set_defaults(func=cmd_download)

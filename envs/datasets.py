@@ -39,8 +39,11 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from seqeval.data import minari_store
 from seqeval.envs.registry import (
     MEDIUM_TARGET_SCORE,
+    NAMESPACE,
+    OLD_NAMESPACES,
     QUALITIES,
     RECIPES,
     EnvRecipe,
@@ -69,10 +72,9 @@ COLLECTION_SEED_OFFSET = {"random": 101, "medium": 202, "expert": 303}
 
 
 def minari_root() -> Path:
-    """The local Minari store (MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
-    from minari.storage.datasets_root_dir import get_dataset_path
-
-    return Path(get_dataset_path())
+    """The local Minari store (MINARI_DATASETS_PATH, else ~/.minari/datasets); a UserError
+    when that path is not a folder."""
+    return minari_store()
 
 
 def dataset_dir(dataset_id: str) -> Path:
@@ -510,9 +512,11 @@ def read_card(dataset_id: str) -> dict | None:
 
 
 def list_datasets() -> list[dict]:
-    """Every local Minari dataset: its card when seqeval built it, else Minari's metadata."""
+    """Every readable local Minari dataset: its card when seqeval built it, else Minari's
+    metadata (`damaged_datasets` names the others)."""
     import minari
 
+    minari_store()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         local = minari.list_local_datasets()
@@ -532,6 +536,83 @@ def list_datasets() -> list[dict]:
             "has_card": False,
         })
     return rows
+
+
+def damaged_datasets() -> list[tuple[str, str]]:
+    """(id, problem) of every folder in the store that looks like a Minari dataset (it has a
+    `data/` folder, as Minari decides) but that Minari cannot list."""
+    from minari.dataset.minari_storage import MinariStorage
+
+    root = minari_store()
+    found: list[tuple[str, str]] = []
+
+    def visit(folder: Path) -> None:
+        if (folder / "data").is_dir():
+            dataset_id = folder.relative_to(root).as_posix()
+            try:
+                metadata = MinariStorage.read_raw_metadata(str(folder / "data"))
+                if metadata.get("dataset_id") != dataset_id:
+                    found.append((dataset_id, f"its metadata names it "
+                                  f"'{metadata.get('dataset_id')}'"))
+            except Exception as error:  # missing or damaged metadata.json
+                detail = str(error).splitlines()[0] if str(error) else ""
+                found.append((dataset_id, f"data/metadata.json cannot be read "
+                              f"({type(error).__name__}{': ' + detail[:120] if detail else ''})"))
+            return
+        try:
+            children = sorted(folder.iterdir())
+        except OSError as error:  # a folder we may not read
+            found.append((folder.relative_to(root).as_posix() or ".",
+                          f"its folder cannot be read ({error.strerror or error})"))
+            return
+        for child in children:
+            if child.is_dir() and not child.name.startswith("."):
+                visit(child)
+
+    visit(root)
+    return found
+
+
+def old_builds() -> dict[str, list[tuple[str, dict]]]:
+    """seqeval's builds under the ids it used before its own namespace (`pendulum/...`,
+    `mujoco/<env>/...`, recognised by seqeval's card), by environment."""
+    found: dict[str, list[tuple[str, dict]]] = {}
+    for row in list_datasets():
+        dataset_id = row["dataset_id"]
+        env = row.get("env")
+        if (not row.get("has_card") or env not in OLD_NAMESPACES
+                or not dataset_id.startswith(OLD_NAMESPACES[env] + "/")):
+            continue
+        found.setdefault(env, []).append((dataset_id, row))
+    return found
+
+
+def old_builds_note() -> str | None:
+    """One line saying how to rebuild old-id builds under seqeval's namespace, or None."""
+    found = old_builds()
+    if not found:
+        return None
+    commands, folders = [], []
+    for env, builds in found.items():
+        cards = [card for _, card in builds]
+        plain = [c for c in cards if c.get("quality") in ("random", "medium", "expert")]
+        card = (plain or cards)[0]
+        budget = card.get("sac_budget", {})
+        command = f"seqeval datasets build {env} --seed {card.get('seeds', {}).get('sac', 0)}"
+        if "env_steps" in budget:
+            command += f" --sac-steps {budget['env_steps']}"
+        if "checkpoint_every" in budget:
+            command += f" --checkpoint-every {budget['checkpoint_every']}"
+        if plain:
+            command += f" --transitions {card['transitions']}"
+        commands.append(f"'{command}'")
+        folders += [str(dataset_dir(dataset_id)) for dataset_id, _ in builds]
+    ids = [dataset_id for builds in found.values() for dataset_id, _ in builds]
+    return (f"{len(ids)} dataset(s) built by an earlier seqeval sit under old ids "
+            f"({', '.join(ids)}); seqeval's builds are now {NAMESPACE}/<env>/<quality>-v0: "
+            f"rebuild them with {' and '.join(commands)} (the SAC training cached in "
+            f"{minari_root() / '.seqeval_builds'} is reused), then delete the old folders: "
+            f"rm -r {' '.join(folders)}")
 
 
 __all__ = [

@@ -1,8 +1,9 @@
 """The environments seqeval builds D4RL-style datasets for, with their default budgets.
 
-Dataset ids follow the namespaces Farama uses: `mujoco/<env>/<quality>-v0` for the MuJoCo
-locomotion tasks (so a user who has Farama's `mujoco/hopper/medium-v0` runs the same command on
-it) and `pendulum/<quality>-v0` for the quick Pendulum suite.
+Dataset ids live in seqeval's own namespace, `seqeval/<env>/<quality>-v0` (e.g.
+`seqeval/hopper/medium-v0`, `seqeval/pendulum/medium-v0`), never in Farama's `mujoco/...`, where
+Farama's own (different) datasets live. Earlier versions wrote `mujoco/<env>/<quality>-v0` and
+`pendulum/<quality>-v0`; `OLD_NAMESPACES` recognises those builds so they can be named.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from seqeval.envs.sac import TrainBudget
 from seqeval.errors import UserError
 
 QUALITIES: tuple[str, ...] = ("random", "medium", "expert", "medium-replay", "medium-expert")
+NAMESPACE = "seqeval"
 
 # D4RL's medium policy sits at roughly a third of the expert on the normalized scale.
 MEDIUM_TARGET_SCORE = 100.0 / 3.0
@@ -25,7 +27,7 @@ class EnvRecipe:
 
     name: str  # command-line name, e.g. "hopper"
     gym_id: str  # e.g. "Hopper-v5"
-    namespace: str  # dataset id prefix, e.g. "mujoco/hopper"
+    namespace: str  # dataset id prefix, e.g. "seqeval/hopper"
     sac: SACConfig  # the behaviour policies' SAC agent (seqeval.algorithms.sac)
     budget: TrainBudget
     transitions: int  # per dataset (medium-expert has twice this); D4RL used 1M
@@ -40,7 +42,7 @@ def _mujoco(name: str, gym_id: str) -> EnvRecipe:
     return EnvRecipe(
         name=name,
         gym_id=gym_id,
-        namespace=f"mujoco/{name}",
+        namespace=f"{NAMESPACE}/{name}",
         sac=SACConfig(actor_hidden_dims=(256, 256), critic_hidden_dims=(256, 256)),
         budget=TrainBudget(env_steps=1_000_000, num_envs=4, chunk_env_steps=1000,
                            learning_starts=10_000, checkpoint_every=20_000,
@@ -54,7 +56,7 @@ RECIPES: dict[str, EnvRecipe] = {
     "pendulum": EnvRecipe(
         name="pendulum",
         gym_id="Pendulum-v1",
-        namespace="pendulum",
+        namespace=f"{NAMESPACE}/pendulum",
         sac=SACConfig(actor_hidden_dims=(64, 64), critic_hidden_dims=(64, 64)),
         budget=TrainBudget(env_steps=15_000, num_envs=4, chunk_env_steps=500,
                            learning_starts=1000, checkpoint_every=500,
@@ -65,6 +67,12 @@ RECIPES: dict[str, EnvRecipe] = {
     "halfcheetah": _mujoco("halfcheetah", "HalfCheetah-v5"),
     "walker2d": _mujoco("walker2d", "Walker2d-v5"),
 }
+
+
+# Where seqeval wrote each environment's datasets before they had their own namespace.
+OLD_NAMESPACES: dict[str, str] = {"pendulum": "pendulum", "hopper": "mujoco/hopper",
+                                  "halfcheetah": "mujoco/halfcheetah",
+                                  "walker2d": "mujoco/walker2d"}
 
 
 def get_recipe(name: str) -> EnvRecipe:

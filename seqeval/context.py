@@ -69,6 +69,8 @@ class RunContext:
             "dataset": settings.dataset,
             # a resumed run refuses a dataset whose content changed since it started
             "dataset_fingerprint": dataset_fingerprint(self.data),
+            # the task of a dataset given as a file (--env); absent for ids that record theirs
+            **({"env": settings.env} if settings.env is not None else {}),
             "mode": settings.mode,
             "protocol": {
                 "initial_size": self.initial_size,
@@ -198,11 +200,11 @@ def dataset_fingerprint(data: OfflineData) -> str:
     return digest.hexdigest()
 
 
-def check_evaluation_environment(dataset_id: str) -> None:
+def check_evaluation_environment(dataset_id: str, env: str | None = None) -> None:
     """Create (and close) the environment the run will evaluate in, once, before the run
     directory is touched: a dataset that records none, or whose environment's module is not
     installed, is refused in one line instead of failing at the first evaluation."""
-    make_env = make_eval_env_factory(dataset_id)
+    make_env = make_eval_env_factory(dataset_id, env)
     try:
         make_env().close()
     except UserError:
@@ -385,8 +387,8 @@ def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     agent = get_agent(settings.agent)
     with _agent_code(agent, settings.agent):
         agent_config = agent.make_config(dict(settings.agent_overrides))
-    data, block_sizes = load_datasets(settings.dataset)
-    check_evaluation_environment(settings.dataset.split(",")[0])
+    data, block_sizes = load_datasets(settings.dataset, settings.env)
+    check_evaluation_environment(settings.dataset.split(",")[0], settings.env)
     if settings.ref_scores is not None:
         data = data.with_reference_scores(*settings.ref_scores)
     initial_size = check_against_data(settings, data)

@@ -1,21 +1,26 @@
-"""Loading Minari datasets into flat float32 arrays, with a cache beside the dataset.
+"""Loading datasets into flat float32 arrays.
 
-Any local Minari dataset with Box observation and action spaces works: the ones seqeval builds
-(`seqeval datasets build ...`) and Farama's own (e.g. `mujoco/hopper/medium-v0`), unchanged.
-Minari's reader costs about 2 ms per episode; the flat arrays are therefore cached in
-`<dataset>/seqeval_cache.npz` and rebuilt whenever the dataset's files change.
+A dataset id is one of:
+- a local Minari dataset with Box observation and action spaces: the ones seqeval builds
+  (`seqeval/<env>/<quality>-v0`, `seqeval datasets build ...`) and Farama's own (e.g.
+  `mujoco/hopper/medium-v0`, fetched with `seqeval datasets download ID`), unchanged. Minari's
+  reader costs about 2 ms per episode; the flat arrays are therefore cached in
+  `<dataset>/seqeval_cache.npz` and rebuilt whenever the dataset's files change;
+- `d4rl/<env>-<quality>-v2`: D4RL's own HDF5 file in $D4RL_DATASET_DIR (seqeval/d4rl.py);
+- `PATH.hdf5`: a file in D4RL's layout, with its Gymnasium task given by `--env`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from seqeval import scores
+from seqeval import d4rl, scores
 from seqeval.errors import UserError
 from seqeval.fileio import write_npz_atomic
 
@@ -132,17 +137,87 @@ class OfflineData:
                 )
 
 
-def dataset_root(dataset_id: str) -> Path:
-    """The directory of a local Minari dataset (honours MINARI_DATASETS_PATH)."""
+SEQEVAL_NAMESPACE = "seqeval"
+
+
+def minari_store() -> Path:
+    """The local Minari store (MINARI_DATASETS_PATH, else ~/.minari/datasets), created when
+    missing; a UserError when that path cannot be a directory."""
     from minari.storage import get_dataset_path
 
-    return Path(get_dataset_path(dataset_id))
+    setting = os.environ.get("MINARI_DATASETS_PATH")
+    where = (f"MINARI_DATASETS_PATH={setting}" if setting is not None
+             else "the Minari store ~/.minari/datasets")
+    if setting is not None and Path(setting).exists() and not Path(setting).is_dir():
+        raise UserError(f"{where} is a file, not a folder; point MINARI_DATASETS_PATH at a "
+                        "folder (it is created when missing)")
+    try:
+        return Path(get_dataset_path())
+    except OSError as error:  # a file above it (NotADirectoryError), no permission
+        raise UserError(f"{where} cannot be used as a folder ({error.strerror or error}); "
+                        "point MINARI_DATASETS_PATH at a folder") from None
+
+
+def dataset_root(dataset_id: str) -> Path:
+    """The directory of a local Minari dataset (honours MINARI_DATASETS_PATH)."""
+    return minari_store() / dataset_id
 
 
 def local_dataset_ids() -> list[str]:
+    import warnings
+
     import minari
 
-    return sorted(minari.list_local_datasets())
+    minari_store()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # damaged datasets are named by `datasets list`
+        return sorted(minari.list_local_datasets())
+
+
+def _not_local(dataset_id: str) -> UserError:
+    """An id that is in no store: where it would come from, as a command."""
+    store = minari_store()
+    parts = dataset_id.split("/")
+    if parts[0] == SEQEVAL_NAMESPACE and len(parts) == 3:
+        # Before seqeval had its own namespace it wrote pendulum/... and mujoco/<env>/...
+        old_id = "/".join(["pendulum" if parts[1] == "pendulum" else f"mujoco/{parts[1]}",
+                           parts[2]])
+        old = (f" (an earlier seqeval build of it is '{old_id}'; 'seqeval datasets list' says "
+               "how to rebuild it under the new id)"
+               if (store / old_id / "card.json").is_file() else "")
+        return UserError(f"unknown dataset '{dataset_id}': it is not in the local Minari store "
+                         f"({store}); build it with: seqeval datasets build {parts[1]}{old}")
+    return UserError(f"unknown dataset '{dataset_id}': it is not in the local Minari store "
+                     f"({store}); "
+                     f"fetch it with: seqeval datasets download {dataset_id} (or build "
+                     "seqeval's own with 'seqeval datasets build pendulum'; "
+                     "'seqeval datasets list' shows what is here)")
+
+
+def download(dataset_id: str) -> Path:
+    """Fetch a Minari dataset from Farama's server with Minari's own API."""
+    import logging
+
+    import minari
+
+    minari_store()
+    if d4rl.is_d4rl_id(dataset_id) or d4rl.is_file_path(dataset_id):
+        raise UserError(f"'{dataset_id}' is a D4RL file, not a Minari dataset; download it with "
+                        "D4RL into $D4RL_DATASET_DIR")
+    # huggingface_hub logs each retry (its loggers configure themselves when first imported);
+    # the outcome is said in one line below.
+    silenced = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        minari.download_dataset(dataset_id)
+    except Exception as error:  # no network (requests/urllib3/huggingface errors), unknown id
+        detail = str(error).splitlines()[0] if str(error) else ""
+        raise UserError(f"cannot download '{dataset_id}' ({type(error).__name__}"
+                        f"{': ' + detail[:200] if detail else ''}); check the id (Farama's "
+                        "list: https://minari.farama.org) and the network connection") from None
+    finally:
+        logging.disable(silenced)
+    return dataset_root(dataset_id)
 
 
 def _fingerprint(root: Path) -> str:
@@ -276,15 +351,17 @@ def _read_cache(cache: Path, fingerprint: str) -> dict | None:
         return None
 
 
-def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
-    """Flat arrays of a local Minari dataset; raises UserError when it cannot be used."""
+def load_dataset(dataset_id: str, use_cache: bool = True, env: str | None = None) -> OfflineData:
+    """Flat arrays of a dataset (a Minari id, `d4rl/<env>-<quality>-v2`, or a D4RL-layout
+    `PATH.hdf5` whose Gymnasium task `env` names); raises UserError when it cannot be used."""
+    if d4rl.is_d4rl_id(dataset_id) or d4rl.is_file_path(dataset_id):
+        return load_d4rl(dataset_id, env)
+    if env is not None:
+        raise UserError(f"--env {env} is for a dataset file (PATH.hdf5); '{dataset_id}' "
+                        "records its own environment: drop --env")
     root = dataset_root(dataset_id)
     if not (root / "data").is_dir():
-        known = ", ".join(local_dataset_ids()) or "none"
-        raise UserError(
-            f"unknown dataset '{dataset_id}' (local: {known}); build one with "
-            "'seqeval datasets build pendulum' or check MINARI_DATASETS_PATH"
-        )
+        raise _not_local(dataset_id)
     fingerprint = _fingerprint(root)
     cache = root / CACHE_NAME
     arrays = None
@@ -310,9 +387,62 @@ def load_dataset(dataset_id: str, use_cache: bool = True) -> OfflineData:
     return data
 
 
-def make_eval_env_factory(dataset_id: str):
-    """A zero-argument function creating the dataset's evaluation environment
-    (Minari's `recover_environment(eval_env=True)`)."""
+def load_d4rl(dataset_id: str, env: str | None = None) -> OfflineData:
+    """A D4RL file by its D4RL name (`d4rl/hopper-medium-v2`) or its path (with `env`)."""
+    path, gym_id = _d4rl_file_and_task(dataset_id, env)
+    observation_dim, action_dim, low, high, max_steps = d4rl.env_spaces(gym_id)
+    arrays = d4rl.read_file(path, observation_dim, action_dim, max_steps)
+    if d4rl.env_for_gym_id(gym_id) == "ant":
+        d4rl.check_ant_contact_forces(path, arrays["observations"])
+    ref_min = ref_max = None
+    published = scores.d4rl_reference_returns(dataset_id if env is None else gym_id)
+    if published is not None:
+        task, ref_min, ref_max = published
+        if env is not None and task not in _NOTED_D4RL_REFERENCES:
+            _NOTED_D4RL_REFERENCES.add(task)
+            print(f"seqeval: note: normalizing '{dataset_id}' with D4RL's published {task} "
+                  f"returns (random {ref_min:g}, expert {ref_max:g}); pass --ref-scores "
+                  "MIN,MAX to use others", file=sys.stderr)
+    data = OfflineData(dataset_id=dataset_id, **arrays, action_low=low, action_high=high,
+                       ref_min_score=ref_min, ref_max_score=ref_max)
+    if data.size == 0:  # every step dropped; non-finite values were refused naming the file
+        data.validate()
+    return data
+
+
+def _d4rl_file_and_task(dataset_id: str, env: str | None) -> tuple[Path, str]:
+    if d4rl.is_d4rl_id(dataset_id):
+        if env is not None:
+            raise UserError(f"--env {env}: '{dataset_id}' names its task "
+                            f"({d4rl.parse_id(dataset_id).gym_id}); drop --env")
+        return d4rl.file_for_id(dataset_id), d4rl.parse_id(dataset_id).gym_id
+    if env is None:
+        raise UserError(f"dataset file '{dataset_id}' needs its task: pass --env with a "
+                        "Gymnasium id, e.g. --env Hopper-v5")
+    path = Path(dataset_id).expanduser()
+    if not path.is_file():
+        raise UserError(f"dataset file '{dataset_id}' does not exist; pass the path of a "
+                        "D4RL-layout .hdf5 file")
+    return path, env
+
+
+def source_files(dataset_id: str) -> list[Path]:
+    """The files a dataset's arrays are read from (for content fingerprints): a D4RL file, or
+    every file of a Minari dataset's `data/` folder."""
+    if d4rl.is_d4rl_id(dataset_id):
+        return [d4rl.file_for_id(dataset_id)]
+    if d4rl.is_file_path(dataset_id):
+        return [Path(dataset_id).expanduser()]
+    root = dataset_root(dataset_id) / "data"
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+def make_eval_env_factory(dataset_id: str, env: str | None = None):
+    """A zero-argument function creating the dataset's evaluation environment: the Gymnasium
+    v5 task for D4RL files, Minari's `recover_environment(eval_env=True)` otherwise."""
+    if d4rl.is_d4rl_id(dataset_id) or d4rl.is_file_path(dataset_id):
+        gym_id = _d4rl_file_and_task(dataset_id, env)[1]
+        return lambda: d4rl.make_env(gym_id)
     dataset = _open_minari(dataset_id)
     if dataset.env_spec is None:
         raise UserError(
@@ -345,12 +475,13 @@ def concatenate(parts: list[OfflineData]) -> OfflineData:
     )
 
 
-def load_datasets(spec: str) -> tuple[OfflineData, tuple[int, ...]]:
+def load_datasets(spec: str, env: str | None = None) -> tuple[OfflineData, tuple[int, ...]]:
     """A dataset id, or several joined by commas (fed in that order); returns the data and
-    the size of each block (one block for a single dataset)."""
+    the size of each block (one block for a single dataset). `env`: the task of PATH.hdf5
+    datasets."""
     ids = [part.strip() for part in spec.split(",") if part.strip()]
     if not ids:
         raise UserError("--dataset is empty; pass a Minari dataset id")
-    parts = [load_dataset(dataset_id) for dataset_id in ids]
+    parts = [load_dataset(dataset_id, env=env) for dataset_id in ids]
     data = parts[0] if len(parts) == 1 else concatenate(parts)
     return data, tuple(p.size for p in parts)

@@ -19,7 +19,7 @@ from seqeval.algorithms.base import get_agent
 from seqeval.errors import UserError
 from seqeval.runner import RunSettings, run
 
-DEMO_DATASET = "pendulum/medium-v0"  # 20,000 transitions
+DEMO_DATASET = "seqeval/pendulum/medium-v0"  # 20,000 transitions
 # The four agents of the paper; the other built-ins (sac, rebrac, awac) are one flag away.
 DEMO_AGENTS = ("bc", "td3_bc", "iql", "cql")
 # One gradient step per 4 added transitions (4,500 per agent and seed from T0 = 2,000),

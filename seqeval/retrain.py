@@ -157,7 +157,8 @@ def _evaluate(context: RunContext, members: Members, trained: dict, progress: Pr
     """Evaluate every member once; its rows, and the checkpoint that marks the run done."""
     settings, data = context.settings, context.data
     working = dataclasses.replace(progress)
-    evaluator = Evaluator(make_eval_env_factory(settings.dataset.split(",")[0]), members.seeds,
+    evaluator = Evaluator(make_eval_env_factory(settings.dataset.split(",")[0],
+                                                settings.env), members.seeds,
                           settings.eval_episodes, data.action_low, data.action_high)
     try:
         policy = protocol.make_policy(context.agent, context.agent_config)

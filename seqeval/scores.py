@@ -6,7 +6,8 @@ Data-Driven Reinforcement Learning", arXiv 2004.07219). 0 is random, 100 expert.
 
 Farama's own `mujoco/<env>/<quality>-v0` datasets carry no reference scores (Minari issue 323);
 for the four locomotion tasks D4RL published them, and seqeval uses those when a dataset has
-none of its own.
+none of its own, for D4RL's files (`d4rl/<env>-<quality>-v2`) and for a D4RL-layout file run
+with `--env Hopper-v5` and the like.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import numpy as np
 from seqeval.errors import UserError
 
 # (random, expert) mean returns: REF_MIN_SCORE / REF_MAX_SCORE of D4RL's d4rl/infos.py
-# (github.com/Farama-Foundation/D4RL, the same for every dataset of an environment and for
-# D4RL's v0, v1 and v2 datasets).
+# (github.com/Farama-Foundation/D4RL, commit 0ace16de). Checked there key by key: the v0
+# entries of random, medium, expert, medium-replay and medium-expert each hold these values,
+# and the v1/v2 entries (those five and full-replay) are copied from `<env>-random-v0`, so
+# one pair per environment is every dataset's.
 D4RL_REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
     "hopper": (-20.272305, 3234.3),
     "halfcheetah": (-280.178953, 12135.0),
@@ -29,6 +32,9 @@ D4RL_REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
 }
 
 _FARAMA_MUJOCO_ID = re.compile(r"mujoco/(?P<env>[a-z0-9]+)/[^/]+-v\d+")
+_D4RL_ID = re.compile(r"d4rl/(?P<env>[a-z0-9]+)-[a-z-]+-v\d+")
+# A Gymnasium task id: Hopper-v5, HalfCheetah-v5, Walker2d-v5, Ant-v5.
+_GYM_ID = re.compile(r"(?P<env>[A-Za-z0-9]+)-v\d+")
 
 
 def normalized_score(returns: np.ndarray | float, ref_min: float,
@@ -55,8 +61,11 @@ def check_reference_scores(ref_min: float, ref_max: float, source: str,
 
 
 def d4rl_reference_returns(dataset_id: str) -> tuple[str, float, float] | None:
-    """(task, random return, expert return) D4RL published for a `mujoco/<env>/...` id."""
-    match = _FARAMA_MUJOCO_ID.fullmatch(dataset_id)
-    if match is None or match["env"] not in D4RL_REFERENCE_RETURNS:
+    """(task, random return, expert return) D4RL published for a `mujoco/<env>/...` or a
+    `d4rl/<env>-...` id, or a Gymnasium task id (Hopper-v5); None for other tasks."""
+    match = (_FARAMA_MUJOCO_ID.fullmatch(dataset_id) or _D4RL_ID.fullmatch(dataset_id)
+             or _GYM_ID.fullmatch(dataset_id))
+    env = match["env"].lower() if match is not None else None
+    if env not in D4RL_REFERENCE_RETURNS:
         return None
-    return (match["env"], *D4RL_REFERENCE_RETURNS[match["env"]])
+    return (env, *D4RL_REFERENCE_RETURNS[env])

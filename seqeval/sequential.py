@@ -94,7 +94,7 @@ class _Sequential:
             self.scorer = protocol.make_prequential_scorer(
                 agent, config, max(c.end_size - c.start_size for c in chunks))
         self.policy = protocol.make_policy(agent, config)
-        make_env = make_eval_env_factory(settings.dataset.split(",")[0])
+        make_env = make_eval_env_factory(settings.dataset.split(",")[0], settings.env)
         self.evaluator = Evaluator(make_env, settings.seeds, settings.eval_episodes,
                                    context.data.action_low, context.data.action_high)
         self.collector = None

@@ -120,6 +120,10 @@ class RunSettings:
     ref_scores: tuple[float, float] | None = dataclasses.field(default=None, metadata=flag(
         "reference returns (random, expert) for normalized scores; overrides the dataset's",
         parse=_reference_pair, metavar="MIN,MAX", default_text="the dataset's"))
+    env: str | None = dataclasses.field(default=None, metadata=flag(
+        "Gymnasium task of a dataset given as a D4RL-layout file (--dataset PATH.hdf5), "
+        "e.g. Hopper-v5", parse=str, metavar="GYM_ID",
+        default_text="the dataset's own (Minari ids and d4rl/ names record it)"))
     progress: bool = dataclasses.field(default=True, metadata=flag(
         "hide the progress bar", name="progress"))
 

@@ -344,7 +344,7 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
     study = spec.get("study")
     if not isinstance(study, dict):
         raise UserError('spec: no [study] table; add [study] with agents = ["bc"] and '
-                        'datasets = ["pendulum/medium-v0"]')
+                        'datasets = ["seqeval/pendulum/medium-v0"]')
     protocol_types, protocol_defaults = _protocol_fields()
     for key in study:
         if key not in STUDY_KEYS:
@@ -352,7 +352,7 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
             raise UserError(f"[study] {key}: unknown key; [study] takes "
                             f"{', '.join(STUDY_KEYS)}{hint}")
     agent_names = _names(study, "agents", '["bc", "iql"]')
-    datasets = _names(study, "datasets", '["pendulum/medium-v0"]')
+    datasets = _names(study, "datasets", '["seqeval/pendulum/medium-v0"]')
     seeds = study.get("seeds", 1)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise UserError(f"[study] seeds: expected a whole number of seeds (1 or more), got "
@@ -434,14 +434,14 @@ def validate_plan(plan: Sequence[PlannedRun], study_dir: Path) -> None:
     from seqeval.settings import check_settings
 
     loaded = {}
-    for dataset in dict.fromkeys(run.dataset for run in plan):
+    for dataset, env in dict.fromkeys((run.dataset, run.protocol.get("env")) for run in plan):
         try:
-            loaded[dataset] = load_datasets(dataset)[0]
+            loaded[dataset, env] = load_datasets(dataset, env)[0]
         except UserError as error:
             raise UserError(f"[study] datasets: {error}") from None
     for run in plan:
         settings = run.run_settings(study_dir / RUNS_DIR / run.default_id)
-        data = loaded[run.dataset]
+        data = loaded[run.dataset, settings.env]
         try:
             if settings.ref_scores is not None:
                 data = data.with_reference_scores(*settings.ref_scores)

@@ -24,7 +24,7 @@ warnings.filterwarnings("ignore", module="minari")
 # The smallest budget whose SAC expert reliably beats the random policy (it learns from ~4,500
 # environment steps on); the builder refuses reference scores where it does not.
 TINY = {"transitions": 1000, "sac_steps": 6000, "checkpoint_every": 1000, "progress": False}
-IDS = [f"pendulum/{quality}-v0" for quality in QUALITIES]
+IDS = [f"seqeval/pendulum/{quality}-v0" for quality in QUALITIES]
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +71,13 @@ def test_ids_metadata_reference_scores_and_recovered_env(built):
             medium_steps = card["behaviour"]["snapshot"]["env_steps"]
             assert dataset.total_steps == medium_steps  # the whole replay up to medium
     for quality in ("random", "medium", "expert"):
-        assert minari.load_dataset(f"pendulum/{quality}-v0").total_steps == 1000
-    assert minari.load_dataset("pendulum/medium-expert-v0").total_steps == 2000
+        assert minari.load_dataset(f"seqeval/pendulum/{quality}-v0").total_steps == 1000
+    assert minari.load_dataset("seqeval/pendulum/medium-expert-v0").total_steps == 2000
     # The random and the expert data come from the reference policies: their mean returns agree
     # with the references within sampling error (4 standard errors; the spread is taken from
     # whichever sample shows more of it: 5 episodes of a half-trained expert may all be lucky).
     for quality, ref in (("random", "ref_min_score"), ("expert", "ref_max_score")):
-        card = read_card(f"pendulum/{quality}-v0")
+        card = read_card(f"seqeval/pendulum/{quality}-v0")
         spread = max(card["behaviour_return_std"], card["reference_returns"][quality]["std"])
         error = spread * np.sqrt(
             1 / card["behaviour_return_episodes"] + 1 / card["reference_episodes"])
@@ -91,12 +91,12 @@ def test_terminations_and_truncations_follow_the_environment(built):
             assert episode.truncations[-1] and not episode.truncations[:-1].any()
             assert episode.observations.shape[0] == episode.actions.shape[0] + 1
     for quality in ("random", "medium", "expert"):
-        assert all(len(e.rewards) == 200 for e in episodes_of(f"pendulum/{quality}-v0"))
+        assert all(len(e.rewards) == 200 for e in episodes_of(f"seqeval/pendulum/{quality}-v0"))
 
 
 def test_medium_expert_is_exactly_medium_then_expert(built):
-    joined = episodes_of("pendulum/medium-expert-v0")
-    parts = episodes_of("pendulum/medium-v0") + episodes_of("pendulum/expert-v0")
+    joined = episodes_of("seqeval/pendulum/medium-expert-v0")
+    parts = episodes_of("seqeval/pendulum/medium-v0") + episodes_of("seqeval/pendulum/expert-v0")
     assert len(joined) == len(parts)
     for a, b in zip(joined, parts, strict=True):
         for field in ("observations", "actions", "rewards", "terminations", "truncations"):
@@ -105,14 +105,14 @@ def test_medium_expert_is_exactly_medium_then_expert(built):
 
 def test_medium_replay_keeps_collection_order(built):
     """Episodes appear in the order they finished in SAC's replay buffer."""
-    card = read_card("pendulum/medium-replay-v0")
+    card = read_card("seqeval/pendulum/medium-replay-v0")
     builder = SuiteBuilder(get_recipe("pendulum"), transitions=TINY["transitions"],
                            sac_steps=TINY["sac_steps"], checkpoint_every=TINY["checkpoint_every"],
                            progress=False)
     last = len(builder.trainer.read_progress()["checkpoints"]) - 1
     buffer_observations = builder.trainer.replay_rows(last)["observations"]  # insertion order
     row_of = {row.tobytes(): index for index, row in enumerate(buffer_observations)}
-    episodes = episodes_of("pendulum/medium-replay-v0")
+    episodes = episodes_of("seqeval/pendulum/medium-replay-v0")
     last_rows = [row_of[e.observations[-2].astype(np.float32).tobytes()] for e in episodes]
     first_rows = [row_of[e.observations[0].astype(np.float32).tobytes()] for e in episodes]
     # Ends are in collection order; every episode's rows lie in the replay up to medium.
@@ -123,15 +123,15 @@ def test_medium_replay_keeps_collection_order(built):
 
 
 def test_rebuild_fills_in_a_missing_dataset_from_the_caches(built):
-    kept = minari.load_dataset("pendulum/expert-v0")
-    kept_mtime = os.path.getmtime(Path(built) / "pendulum/expert-v0/card.json")
-    before = episodes_of("pendulum/medium-expert-v0")
-    minari.delete_dataset("pendulum/medium-expert-v0")
+    kept = minari.load_dataset("seqeval/pendulum/expert-v0")
+    kept_mtime = os.path.getmtime(Path(built) / "seqeval/pendulum/expert-v0/card.json")
+    before = episodes_of("seqeval/pendulum/medium-expert-v0")
+    minari.delete_dataset("seqeval/pendulum/medium-expert-v0")
     assert build_datasets("pendulum", **TINY) == IDS
-    after = episodes_of("pendulum/medium-expert-v0")
+    after = episodes_of("seqeval/pendulum/medium-expert-v0")
     np.testing.assert_array_equal(np.concatenate([e.actions for e in before]),
                                   np.concatenate([e.actions for e in after]))
-    assert os.path.getmtime(Path(built) / "pendulum/expert-v0/card.json") == kept_mtime
+    assert os.path.getmtime(Path(built) / "seqeval/pendulum/expert-v0/card.json") == kept_mtime
     assert kept.total_steps == 1000
 
 
@@ -189,7 +189,7 @@ def test_interrupted_build_resumes_after_the_first_checkpoint(tmp_path, monkeypa
     work = next((tmp_path / ".seqeval_builds").iterdir()) / "sac"
     progress = json.loads((work / "progress.json").read_text())
     assert progress["complete"] and progress["checkpoints"][-1]["gradient_steps"] > 0
-    assert ids == ["pendulum/medium-replay-v0"]
+    assert ids == ["seqeval/pendulum/medium-replay-v0"]
     # Every transition before and after the interruption is in the replay record.
     index = len(progress["checkpoints"]) - 1
     replay = SuiteBuilder(get_recipe("pendulum"), sac_steps=6000, checkpoint_every=1000,
@@ -287,7 +287,7 @@ def test_build_killed_after_a_checkpoint_and_while_writing_equals_an_uninterrupt
 
 @pytest.mark.parametrize("damage", ["truncate data", "delete card", "garbage metadata"])
 def test_a_broken_dataset_is_rebuilt_and_said_so(built, damage, capsys):
-    dataset_id = "pendulum/expert-v0"
+    dataset_id = "seqeval/pendulum/expert-v0"
     root = Path(built) / dataset_id
     before = episodes_of(dataset_id)
     if damage == "truncate data":
@@ -314,7 +314,7 @@ def test_a_dataset_seqeval_did_not_build_is_kept(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     minari.create_dataset_from_buffers(
-        "pendulum/expert-v0",
+        "seqeval/pendulum/expert-v0",
         [EpisodeBuffer(id=0, observations=np.zeros((3, 3), np.float32),
                        actions=np.zeros((2, 1), np.float32), rewards=np.zeros(2),
                        terminations=np.array([False, True]), truncations=np.array([False, False]))],
@@ -322,7 +322,7 @@ def test_a_dataset_seqeval_did_not_build_is_kept(tmp_path, monkeypatch, capsys):
         description="not seqeval's")
     builder = SuiteBuilder(get_recipe("pendulum"), **TINY)
     assert not builder._needs_building("expert", force=False)
-    assert "kept pendulum/expert-v0: it was not built by seqeval" in capsys.readouterr().err
+    assert "kept seqeval/pendulum/expert-v0: it was not built by seqeval" in capsys.readouterr().err
     assert builder._needs_building("expert", force=True)
 
 
@@ -345,7 +345,8 @@ def test_default_pendulum_suite_reaches_d4rl_like_levels(tmp_path, monkeypatch):
     """The demo's default build: expert about -150, random about -1200 to -1500."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     build_datasets("pendulum", progress=False)
-    random_card, expert_card = read_card("pendulum/random-v0"), read_card("pendulum/expert-v0")
+    random_card = read_card("seqeval/pendulum/random-v0")
+    expert_card = read_card("seqeval/pendulum/expert-v0")
     assert -1700 < random_card["ref_min_score"] < -1100
     assert -220 < expert_card["ref_max_score"] < -120
-    assert 15 < read_card("pendulum/medium-v0")["behaviour_normalized_score"] < 55
+    assert 15 < read_card("seqeval/pendulum/medium-v0")["behaviour_normalized_score"] < 55

@@ -16,7 +16,7 @@ from seqeval.envs.registry import QUALITIES
 
 warnings.filterwarnings("ignore", module="minari")
 
-IDS = [f"mujoco/hopper/{quality}-v0" for quality in QUALITIES]
+IDS = [f"seqeval/hopper/{quality}-v0" for quality in QUALITIES]
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +55,19 @@ def test_hopper_ids_metadata_and_terminations(hopper):
         # An untrained hopper falls: its episodes end by termination, not by the time limit.
         if dataset_id.endswith("/random-v0"):
             assert sum(e.terminations[-1] for e in episodes) >= len(episodes) - 1
-    assert minari.load_dataset("mujoco/hopper/medium-expert-v0").total_steps == 3000
+    assert minari.load_dataset("seqeval/hopper/medium-expert-v0").total_steps == 3000
 
 
 def test_sequential_run_on_a_built_hopper_dataset(hopper, tmp_path):
     run_dir = tmp_path / "run"
-    code = main(["run", "--agent", "bc", "--dataset", "mujoco/hopper/medium-v0",
+    code = main(["run", "--agent", "bc", "--dataset", "seqeval/hopper/medium-v0",
                  "--out", str(run_dir), "--initial-size", "500", "--increment", "10",
                  "--eval-every", "500", "--eval-episodes", "2", "--batch-size", "32",
                  "--agent.hidden_dims", "16,16", "--no-progress"])
     assert code == 0
     config = json.loads((run_dir / "config.json").read_text())
     info = config["dataset_info"]
-    card = read_card("mujoco/hopper/medium-v0")
+    card = read_card("seqeval/hopper/medium-v0")
     assert info["transitions"] == 1500
     assert info["ref_min_score"] == pytest.approx(card["ref_min_score"])
     assert info["ref_max_score"] == pytest.approx(card["ref_max_score"])

@@ -82,7 +82,7 @@ def test_d4rl_table_is_d4rl_infos():
     assert D4RL_REFERENCE_RETURNS["ant"] == (-325.6, 3879.7)
     assert d4rl_reference_returns("mujoco/walker2d/expert-v0") == ("walker2d", 1.629008, 4592.3)
     assert d4rl_reference_returns("mujoco/humanoid/expert-v0") is None
-    assert d4rl_reference_returns("pendulum/medium-v0") is None
+    assert d4rl_reference_returns("seqeval/pendulum/medium-v0") is None
     assert d4rl_reference_returns("other/hopper/medium-v0") is None
 
 
