@@ -365,23 +365,43 @@ def _is_file_spec(spec: str) -> bool:
     return spec.endswith(".py") or (":" in spec and spec.rpartition(":")[0].endswith(".py"))
 
 
+USER_AGENT_PREFIX = "seqeval_user_agent_"  # module names of agents loaded from files
+
+
+def _forget_modules_in(folder: str) -> None:
+    """Drop modules loaded from `folder` (and below) from the import cache, so that an agent
+    file importing its neighbours gets their current code, and two agent folders with a
+    module of the same name each get their own."""
+    inside = folder.rstrip("/") + "/"
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None) or ""
+        if (origin.startswith(inside) and not origin.startswith(sys.prefix)
+                and name.split(".")[0] != "seqeval" and not name.startswith(USER_AGENT_PREFIX)):
+            del sys.modules[name]
+
+
 def _load_from_file(spec: str) -> Agent:
     """`path/to/file.py:NAME`, or `path/to/file.py` for its `AGENT`."""
     path_text, attribute = (spec, "AGENT") if spec.endswith(".py") else spec.rsplit(":", 1)
     path = Path(path_text)
     if not path.is_file():
         raise UserError(f"agent file '{path}' does not exist; use --agent path/to/file.py[:NAME]")
-    module_name = f"seqeval_user_agent_{abs(hash(path.resolve()))}"
+    module_name = f"{USER_AGENT_PREFIX}{abs(hash(path.resolve()))}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
+    folder = str(path.resolve().parent)
+    _forget_modules_in(folder)  # modules beside the file are read afresh, as the file is
+    sys.path.insert(0, folder)  # an agent file may import modules beside it
     try:
         module_spec.loader.exec_module(module)
     except Exception as error:  # the file's own mistake: one line naming where it failed
         sys.modules.pop(module_name, None)
         raise UserError(f"agent file '{path}' cannot be loaded: {_where_it_failed(error, path)}; "
                         "fix the file") from None
+    finally:
+        sys.path.remove(folder)
     if not hasattr(module, attribute):
         raise UserError(f"agent file '{path}' defines no '{attribute}'; use --agent {path}:NAME "
                         "with the name of its Agent")

@@ -492,7 +492,8 @@ def _write_report(out: Path, groups: list[Group], summaries: list[GroupSummary],
 def handler(args: argparse.Namespace) -> int:
     from seqeval.study import expand_run_dirs
 
-    args.run_dirs = expand_run_dirs(args.run_dirs)  # a study directory -> its complete runs
+    # a study directory -> its complete runs (of its current spec, unless --all-runs)
+    args.run_dirs = expand_run_dirs(args.run_dirs, all_runs=args.all_runs)
     paths = make_report(args.run_dirs, args.out, reps=args.reps, seed=args.seed,
                         figures=not args.no_figures)
     print(f"report: {paths[0]}")
@@ -513,4 +514,7 @@ def register(subparsers: Any) -> None:
                         help=f"bootstrap resamples (default {stats.DEFAULT_REPS:,})")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    from seqeval.study import add_all_runs_flag
+
+    add_all_runs_flag(parser)
     parser.set_defaults(func=handler)
