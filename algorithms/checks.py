@@ -225,6 +225,9 @@ def agent_source_files(agent: Agent) -> tuple[dict[str, Path], str]:
     files = _own_import_closure(module)
     if top_name == "seqeval" or not package_dirs:
         return files, ""
+    # The package's own modules: every file of it, by its path in the package.
+    files = {name: path for name, path in files.items()
+             if name != top_name and not name.startswith(f"{top_name}.")}
     for directory in map(Path, package_dirs):
         for path in directory.rglob("*.py"):
             if "__pycache__" not in path.parts:

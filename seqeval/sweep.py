@@ -498,6 +498,7 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
     if dry_run:
         state = _load_or_rebuild(study, announce=False)
         planned = study.merge_plan(state, plan, spec_path.absolute(), spec_path.read_text())
+        _recognise_finished(study, state)
         for record in planned:
             print(f"{record['status']:9} {record['path']}  ({record['label']}, {record['mode']})")
         _note_left_out(state)
@@ -512,14 +513,7 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
         with study.lock():
             state = _load_or_rebuild(study, announce=True)
             planned = study.merge_plan(state, plan, spec_path.absolute(), spec_path.read_text())
-            for record in state["runs"]:
-                run_dir = study.run_dir(record)
-                if record["status"] != "complete" and run_is_complete(run_dir):
-                    # Finished while a killed driver could not record it.
-                    record.update(status="complete", reason=None)
-                    _attach_results(study, record)
-                elif record["status"] == "running":
-                    record["status"] = "pending"  # its driver was killed; resume it
+            _recognise_finished(study, state)
             todo = [r for r in planned if r["status"] != "complete"]
             if not todo:
                 study.save(state)
@@ -542,6 +536,18 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
             shutil.rmtree(study.path, ignore_errors=True)  # made by this command, holds no run
         raise
     return state
+
+
+def _recognise_finished(study: StudyDir, state: dict[str, Any]) -> None:
+    """Runs that finished while a killed driver could not record it (or whose study.json was
+    rebuilt) are complete, by their own summary.json; runs a killed driver left running are
+    pending again (they resume)."""
+    for record in state["runs"]:
+        if record["status"] != "complete" and run_is_complete(study.run_dir(record)):
+            record.update(status="complete", reason=None)
+            _attach_results(study, record)
+        elif record["status"] == "running":
+            record["status"] = "pending"
 
 
 def _load_or_rebuild(study: StudyDir, announce: bool) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,18 +47,29 @@ TIMING = ("time", "per_second", "seconds")  # what may differ between two runs o
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """A head node without CPUs (the driver's) and two worker nodes of one CPU each."""
     from ray.cluster_utils import Cluster
 
-    temp = tmp_path_factory.mktemp("ray")
+    # Ray's files in a short folder of our own (its socket paths must stay short), not /tmp/ray.
+    temp = Path(tempfile.mkdtemp(prefix="seqeval-cluster-"))
+    (temp / "ray").mkdir()
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(temp)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False, "_temp_dir": str(temp),
+        "num_cpus": 0, "include_dashboard": False, "temp_dir": str(temp / "ray"),
         "object_store_memory": 80 * 1024**2})
     nodes = [cluster.add_node(num_cpus=1, object_store_memory=80 * 1024**2) for _ in range(2)]
     cluster.wait_for_nodes()
-    yield cluster, nodes
-    cluster.shutdown()
+    try:
+        yield cluster, nodes
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        if previous is None:
+            del os.environ["RAY_TMPDIR"]
+        else:
+            os.environ["RAY_TMPDIR"] = previous
 
 
 def _comparable(path: Path) -> object:

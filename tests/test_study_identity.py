@@ -217,7 +217,7 @@ def test_changed_code_reruns_into_a_new_directory_and_reports_follow_the_spec(
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == "1 runs"
     assert captured.out.startswith("pending ")
-    assert "is stale (agent.exploration_noise 0.1 -> 0.2)" in captured.err
+    assert "is stale (agent.exploration_noise 0.1 -> 0.2; code of linear.py)" in captured.err
     assert len(_state(out)["runs"]) == 2  # a dry run writes nothing
 
     # study.json lost: the sweep rebuilds it from the spec and the run directories, and finds
@@ -230,10 +230,10 @@ def test_changed_code_reruns_into_a_new_directory_and_reports_follow_the_spec(
     captured = capsys.readouterr()
     assert "rebuilding it from the spec and its 2 run directories" in captured.err
     assert "1 of 1 runs complete" in captured.out and "compile seconds" not in captured.out
-    runs = _state(out)["runs"]
-    assert [(r["path"], r["status"], standing(r)) for r in runs] == [
-        (old["path"], "complete", "out_of_spec"), (new["path"], "complete", "current")]
-    assert runs[1]["results"]["final_score"] == new["results"]["final_score"]
+    runs = {r["path"]: r for r in _state(out)["runs"]}
+    assert {path: (r["status"], standing(r)) for path, r in runs.items()} == {
+        old["path"]: ("complete", "out_of_spec"), new["path"]: ("complete", "current")}
+    assert runs[new["path"]]["results"]["final_score"] == new["results"]["final_score"]
 
     # A damaged study.json: the advice (move it away, rebuild from the spec) works.
     (out / "study.json").write_text("{ not json")
