@@ -559,12 +559,39 @@ def _record(run: PlannedRun) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass
+class RunStatus:
+    """Where a run of a study stands: the one definition of the fields study.json keeps for
+    each run beside its plan (`_record`). The driver changes them (seqeval.sweep); what a run
+    reports when it ends is `OUTCOME_FIELDS` of them."""
+
+    status: str = "pending"  # pending | running | complete | failed
+    reason: str | None = None  # one line: why it failed, was interrupted or re-queued
+    attempts: int = 0  # times started (a start on a node that was lost does not count)
+    requeued: int = 0  # times put back in the queue because its node was lost
+    started: float | None = None  # when it was last submitted (seconds since the epoch)
+    finished: float | None = None
+    node: dict[str, str] | None = None  # the Ray node it last ran on: {"id", "host"}
+    pid: int | None = None  # its worker process
+    wall_time: float | None = None  # seconds in its worker
+    startup_seconds: float | None = None  # submitted -> started in a worker (Ray's part)
+    import_seconds: float | None = None  # importing seqeval and JAX in the worker
+    compile_seconds: float | None = None  # XLA compile, or loading from the compile cache
+    trace_seconds: float | None = None  # tracing and lowering
+    cache_hits: int | None = None  # of the study's compilation cache
+    cache_misses: int | None = None
+    xla_threads: int | None = None  # XLA:CPU's intra-op pool in its worker
+    results: dict[str, float | None] | None = None  # final score and AUC (run_results)
+
+
+# What a run reports when it ends (seqeval.sweep.execute_run), copied into its RunStatus.
+OUTCOME_FIELDS = ("status", "reason", "pid", "node", "wall_time", "import_seconds",
+                  "compile_seconds", "trace_seconds", "cache_hits", "cache_misses",
+                  "xla_threads")
+
+
 def _new_status() -> dict[str, Any]:
-    return {"status": "pending", "reason": None, "attempts": 0, "started": None,
-            "finished": None, "wall_time": None, "startup_seconds": None,
-            "import_seconds": None, "compile_seconds": None, "trace_seconds": None,
-            "cache_hits": None, "cache_misses": None, "xla_threads": None, "pid": None,
-            "node": None, "results": None}
+    return dataclasses.asdict(RunStatus())
 
 
 def standing(record: dict[str, Any]) -> str:

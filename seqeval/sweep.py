@@ -40,6 +40,7 @@ from typing import Any
 from seqeval.errors import DivergenceError, UserError
 from seqeval.fileio import write_json_atomic
 from seqeval.study import (
+    OUTCOME_FIELDS,
     StudyDir,
     adopt_run_dirs,
     expand_spec,
@@ -633,7 +634,7 @@ def _drive(ray: Any, study: StudyDir, state: dict, planned: list[dict], todo: li
                     if _node_lost(ray, record):
                         # Not the run's fault: it resumes from its checkpoint elsewhere.
                         record.update(status="pending", attempts=record["attempts"] - 1,
-                                      requeued=record.get("requeued", 0) + 1,
+                                      requeued=(record.get("requeued") or 0) + 1,
                                       reason=f"its node {record['node']['host']} "
                                              f"({record['node']['id'][:12]}) was lost; re-queued")
                         queue.appendleft(record)
@@ -680,7 +681,7 @@ def _note_nodes(study: StudyDir, records: Any) -> bool:
 
 def _node_lost(ray: Any, record: dict[str, Any]) -> bool:
     """The run's task ended with a system error because the node it ran on is gone."""
-    if record.get("requeued", 0) >= MAX_REQUEUES:
+    if (record.get("requeued") or 0) >= MAX_REQUEUES:
         return False
     node = record.get("node")
     if node is None:
@@ -696,11 +697,9 @@ def _node_lost(ray: Any, record: dict[str, Any]) -> bool:
 
 
 def _record_outcome(study: StudyDir, record: dict[str, Any], outcome: dict[str, Any]) -> None:
-    fields = ("status", "reason", "wall_time", "compile_seconds", "trace_seconds",
-              "cache_hits", "cache_misses", "xla_threads", "import_seconds", "pid")
-    record.update({k: outcome.get(k) for k in fields}, finished=time.time())
-    if outcome.get("node") is not None:
-        record["node"] = {"id": outcome["node"]["id"], "host": outcome["node"]["host"]}
+    node = record.get("node")  # as the run reported it starting, if the outcome lacks it
+    record.update({k: outcome.get(k) for k in OUTCOME_FIELDS}, finished=time.time())
+    record["node"] = outcome.get("node") or node
     if outcome.get("began") is not None:  # submitted -> the task began: Ray's part of startup
         record["startup_seconds"] = outcome["began"] - record["started"]
     if record["status"] == "complete":
