@@ -874,6 +874,9 @@ def add_all_runs_flag(parser: Any) -> None:
                              "(default: the current spec's runs)")
 
 
+_NOTED_LEFT_OUT: set[Path] = set()
+
+
 def expand_run_dirs(paths: Sequence[str | Path], all_runs: bool = False) -> list[Path]:
     """Run directories behind `paths`: a study directory becomes the directories of its
     complete runs of the current spec (in plan order), or of every complete run it holds
@@ -893,7 +896,8 @@ def expand_run_dirs(paths: Sequence[str | Path], all_runs: bool = False) -> list
         records = study.records(all_runs=True)
         chosen = records if all_runs else [r for r in records if standing(r) == CURRENT]
         left_out = collections.Counter(standing(r) for r in records if standing(r) != CURRENT)
-        if left_out and not all_runs:
+        if left_out and not all_runs and path.resolve() not in _NOTED_LEFT_OUT:
+            _NOTED_LEFT_OUT.add(path.resolve())  # said once, however often a command asks
             words = {STALE: "stale (made by other code, defaults or data)",
                      OUT_OF_SPEC: "no longer in the spec"}
             kinds = ", ".join(f"{n} {words.get(kind, kind)}" for kind, n in sorted(

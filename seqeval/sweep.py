@@ -12,7 +12,9 @@ share a persistent JAX compilation cache, so a program shape compiles once per s
 The driver (this process) validates the whole plan first, holds the study's lock, keeps
 study.json and runs.csv current after every change, and shows one study-level progress bar.
 A run that fails (diverges, raises, or its worker dies) is recorded with a one-line reason and
-never stops the others. Killed and started again, the driver skips complete runs, resumes
+never stops the others; a run whose node is lost is put back in the queue and resumes from its
+checkpoint on another node. Before any run starts, a probe file written from every node proves
+that the nodes see STUDY_DIR. Killed and started again, the driver skips complete runs, resumes
 partial ones from their own checkpoints and retries failed ones once.
 """
 

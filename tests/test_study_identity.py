@@ -298,13 +298,14 @@ def test_a_read_only_or_full_study_directory_is_refused_in_one_line(store, tmp_p
     if not _mount_tmpfs(full, "size=64k"):
         pytest.skip("a full disk needs a small tmpfs (root)")
     try:
-        with open(full / "filler", "wb") as filler:
-            try:
-                while True:
-                    filler.write(b"x" * 4096)
-                    filler.flush()
-            except OSError:
-                pass
+        filler = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(filler, b"x" * 4096)
+        except OSError:
+            pass  # the disk is full
+        finally:
+            os.close(filler)
         assert _sweep(spec, full / "study") == 2
         _one_line_refusal(capsys, "(No space left on device); free space or choose a writable")
         assert not (full / "study").exists()
