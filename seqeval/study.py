@@ -627,6 +627,7 @@ class StudyDir:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        self.acquired = False  # `lock` was taken by this process at some point
 
     @property
     def study_file(self) -> Path:
@@ -683,6 +684,7 @@ class StudyDir:
             raise UserError(f"study '{self.path}' is in use by another seqeval sweep "
                             f"({holder}); wait for it to finish or stop it, then run "
                             "again") from None
+        self.acquired = True  # this process held the lock (even if writing in it fails)
         try:
             try:
                 os.ftruncate(fd, 0)

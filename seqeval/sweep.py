@@ -510,7 +510,9 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
     if options.address:
         _check_reachable(options.address)
 
-    created = not study.path.exists()
+    # A folder that is new or empty now holds only what this command writes into it.
+    out_existed = study.path.exists()
+    fresh = not study.path.exists() or not any(study.path.iterdir())
     started = False
     try:
         with study.lock():
@@ -535,8 +537,14 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
                 _drive(ray, study, state, planned, todo, settings, options, parallel)
             study.save(state)
     except UserError:
-        if created and not started:
-            shutil.rmtree(study.path, ignore_errors=True)  # made by this command, holds no run
+        if fresh and study.acquired and not started:  # refused before any run: leave it as it was
+            for path in list(study.path.iterdir()):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            if not out_existed and not any(study.path.iterdir()):
+                study.path.rmdir()
         raise
     return state
 

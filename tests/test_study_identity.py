@@ -264,6 +264,11 @@ def test_refused_sweep_flags_leave_nothing_behind(store, tmp_path, capsys, monke
     assert _sweep(spec, out, *args) == 2
     _one_line_refusal(capsys, message)
     assert not out.exists()
+    if "1000" in args:  # an empty folder given as --out stays empty (Ray started, refused)
+        out.mkdir()
+        assert _sweep(spec, out, *args) == 2
+        _one_line_refusal(capsys, message)
+        assert list(out.iterdir()) == []
 
 
 def _mount_tmpfs(path: Path, options: str) -> bool:
