@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -316,3 +317,52 @@ def test_a_read_only_or_full_study_directory_is_refused_in_one_line(store, tmp_p
         assert not (full / "study").exists()
     finally:
         _unmount(full)
+
+
+@pytest.mark.slow  # two sweeps, one stopped by the full disk: about a minute
+def test_a_disk_that_fills_up_under_the_driver_stops_it_in_one_line_and_it_resumes(
+        store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "size=8m"):
+        pytest.skip("a disk that fills up needs a small tmpfs (root)")
+    try:
+        spec = tmp_path / "spec.toml"
+        spec.write_text(f"[study]\nagents = ['bc']\ndatasets = ['{RANDOM}']\n{TINY}")
+        out = disk / "study"
+        filled = threading.Event()
+
+        def fill_the_disk_once_a_run_is_running() -> None:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+                try:
+                    runs = _state(out)["runs"]
+                except (OSError, ValueError):
+                    continue
+                if runs and runs[0]["status"] == "running":
+                    filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+                    try:
+                        while True:
+                            os.write(filler, b"x" * 65536)
+                    except OSError:
+                        pass  # the disk is full
+                    finally:
+                        os.close(filler)
+                    filled.set()
+                    return
+
+        watcher = threading.Thread(target=fill_the_disk_once_a_run_is_running, daemon=True)
+        watcher.start()
+        assert _sweep(spec, out, "--no-compile-cache") == 2
+        watcher.join(timeout=5)
+        assert filled.is_set()
+        _one_line_refusal(capsys, f"cannot write the study in '{out}' (No space left on "
+                                  "device); free space")
+        assert _state(out)["runs"][0]["status"] == "running"  # the last study.json, whole
+
+        (disk / "filler").unlink()  # space again: the same command resumes and completes
+        assert _sweep(spec, out, "--no-compile-cache") == 0
+        assert _state(out)["runs"][0]["status"] == "complete"
+    finally:
+        _unmount(disk)
