@@ -609,11 +609,11 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
             if before.get(key) != after.get(key):
                 changes.append(f"{prefix}{key} {format_value(before.get(key))} -> "
                                f"{format_value(after.get(key))}")
-    if old.get("dataset_fingerprint") != new.get("dataset_fingerprint"):
-        changes.append(f"the content of dataset {new['dataset']}")
-    if "code" not in old:
-        changes.append("code not recorded (made by seqeval before code was fingerprinted)")
+    if "code" not in old:  # a study.json of format 1
+        changes.append("code and data not recorded (made before seqeval fingerprinted them)")
     else:
+        if old.get("dataset_fingerprint") != new.get("dataset_fingerprint"):
+            changes.append(f"the content of dataset {new['dataset']}")
         before, after = old["code"], new.get("code") or {}
         files = sorted(k or "package version" for k in set(before) | set(after)
                        if before.get(k) != after.get(k))

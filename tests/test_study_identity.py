@@ -366,3 +366,21 @@ def test_a_disk_that_fills_up_under_the_driver_stops_it_in_one_line_and_it_resum
         assert _state(out)["runs"][0]["status"] == "complete"
     finally:
         _unmount(disk)
+
+
+def test_a_run_of_a_study_made_before_code_was_fingerprinted_is_stale(tmp_path):
+    """A format-1 study.json (8-digit keys, no code, no slot): its runs are superseded by
+    the plan's runs with the same settings, and say why."""
+    study = StudyDir(tmp_path / "study")
+    spec = {"study": {"agents": ["bc"], "datasets": ["d/x-v0"]}}
+    plan = expand_spec(spec, tmp_path)
+    state = {"runs": []}
+    [old] = study.merge_plan(state, plan, tmp_path / "s.toml", "")
+    for key in ("slot", "code", "standing", "dataset_fingerprint"):
+        del old[key]
+    old.update(key=old["key"][:8], id="d-x-v0/bc_sequential_0123abcd",
+               path="runs/d-x-v0/bc_sequential_0123abcd", status="complete")
+    [new] = study.merge_plan(state, plan, tmp_path / "s.toml", "")
+    assert new is not old and standing(old) == STALE and old["superseded_by"] == new["id"]
+    assert old["stale_reason"] == ("code and data not recorded (made before seqeval "
+                                   "fingerprinted them)")
