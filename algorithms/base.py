@@ -393,19 +393,37 @@ def _is_file_spec(spec: str) -> bool:
     return spec.endswith(".py") or (":" in spec and spec.rpartition(":")[0].endswith(".py"))
 
 
+USER_AGENT_PREFIX = "seqeval_user_agent_"  # module names of agents loaded from files
+
+
+def _forget_modules_in(folder: str) -> None:
+    """Drop modules loaded from `folder` (and below) from the import cache, so that an agent
+    file importing its neighbours gets their current code, and two agent folders with a
+    module of the same name each get their own."""
+    inside = folder.rstrip("/") + "/"
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None) or ""
+        if (origin.startswith(inside) and not origin.startswith(sys.prefix)
+                and name.split(".")[0] != "seqeval" and not name.startswith(USER_AGENT_PREFIX)):
+            del sys.modules[name]
+
+
 def _load_from_file(spec: str) -> Agent:
     """`path/to/file.py:NAME`, or `path/to/file.py` for its `AGENT`."""
     path_text, attribute = (spec, "AGENT") if spec.endswith(".py") else spec.rsplit(":", 1)
     path = Path(path_text)
     if not path.is_file():
         raise UserError(f"agent file '{path}' does not exist; use --agent path/to/file.py[:NAME]")
-    module_name = f"seqeval_user_agent_{abs(hash(path.resolve()))}"
+    module_name = f"{USER_AGENT_PREFIX}{abs(hash(path.resolve()))}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
     printed, warned = io.StringIO(), io.StringIO()
     argv = sys.argv
+    folder = str(path.resolve().parent)
+    _forget_modules_in(folder)  # modules beside the file are read afresh, as the file is
+    sys.path.insert(0, folder)  # an agent file may import modules beside it
     try:
         # The file's own command line is not seqeval's: a script that parses sys.argv at
         # import sees only its own name, and what it prints is held until it imported well.
@@ -425,6 +443,7 @@ def _load_from_file(spec: str) -> Agent:
                         "fix the file") from None
     finally:
         sys.argv = argv
+        sys.path.remove(folder)
     sys.stdout.write(printed.getvalue())
     sys.stderr.write(warned.getvalue())
     if not hasattr(module, attribute):

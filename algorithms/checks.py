@@ -9,10 +9,15 @@ training program or as silently wrong results.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.machinery
 import importlib.metadata
+import importlib.util
 import re
+import site
 import sys
+import sysconfig
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqeval.algorithms.base import ENTRY_POINT_GROUP, Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.base import (
+    ENTRY_POINT_GROUP,
+    USER_AGENT_PREFIX,
+    Agent,
+    Batch,
+    DatasetStats,
+    Spaces,
+)
 from seqeval.errors import UserError
 
 CHECK_ROWS = 3  # observations per act/explore check (distinct from any batch or action size)
@@ -196,9 +208,13 @@ def agent_source_files(agent: Agent) -> tuple[dict[str, Path], str]:
     """The files whose contents define the agent (name -> path), and a label of its
     distribution.
 
-    A built-in agent or one from a file: its module file. An agent from an installed package
-    (any other package): every .py file of its top-level package, labelled with the
-    distribution's name and version (an editable install changes files, not its version).
+    The agent's own module, and every module it imports, directly or through another, from
+    seqeval or from the user's own files (anything not installed in site-packages or the
+    standard library: a module beside an agent file counts). For an agent from an installed
+    package (any other package), also every .py file of its top-level package, labelled with
+    the distribution's name and version (an editable install changes files, not its version).
+    Names are module names (a file agent's own file: its file name), so a fingerprint does not
+    depend on where the code is installed.
     """
     module = _agent_module(agent)
     if module is None:
@@ -206,15 +222,116 @@ def agent_source_files(agent: Agent) -> tuple[dict[str, Path], str]:
     top_name = module.__name__.split(".")[0]
     top = sys.modules.get(top_name)
     package_dirs = list(getattr(top, "__path__", None) or []) if top is not None else []
+    files = _own_import_closure(module)
     if top_name == "seqeval" or not package_dirs:
-        path = Path(module.__file__)
-        return {path.name: path}, ""
-    files = {}
+        return files, ""
+    # The package's own modules: every file of it, by its path in the package.
+    files = {name: path for name, path in files.items()
+             if name != top_name and not name.startswith(f"{top_name}.")}
     for directory in map(Path, package_dirs):
         for path in directory.rglob("*.py"):
             if "__pycache__" not in path.parts:
                 files[(Path(top_name) / path.relative_to(directory)).as_posix()] = path
     return files, _distribution_label(top_name)
+
+
+def _installed_roots() -> tuple[Path, ...]:
+    """Folders of installed code (the standard library and site-packages): modules there are
+    versioned by their distribution, not fingerprinted file by file."""
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.update(site.getsitepackages())
+    roots.add(site.getusersitepackages())
+    return tuple(Path(r).resolve() for r in roots if r)
+
+
+def _is_own(path: Path, module_name: str, installed: tuple[Path, ...]) -> bool:
+    if module_name == "seqeval" or module_name.startswith("seqeval."):
+        return True  # the seqeval code an agent builds on (also when installed)
+    return not any(path.is_relative_to(root) for root in installed)
+
+
+def _imported_names(module_name: str, path: Path, is_package: bool) -> set[str]:
+    """Names of the modules a source file imports (anywhere in it), and what `from M import
+    X` might name as a submodule (M.X; kept only if it is a module)."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = module_name if is_package else module_name.rpartition(".")[0]
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(p for p in [*parts, node.module or ""] if p)
+            else:
+                base = node.module or ""
+            if base:
+                names.add(base)
+                names.update(f"{base}.{alias.name}" for alias in node.names)
+    # `import a.b.c` runs a/__init__.py and a/b/__init__.py too.
+    return {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 2)}
+
+
+def _module_file(name: str, beside: Path | None = None) -> tuple[Path, bool] | None:
+    """The source file of module `name` and whether it is a package; None for a built-in, an
+    extension or a name that is not a module. A name that a folder `beside` (an agent file's)
+    holds is that folder's module, as the agent file imports it, whatever else of that name
+    is loaded; any other is the loaded module, or found without running it."""
+    if beside is not None and name.split(".")[0] != "seqeval":
+        locations: list[str] | None = [str(beside)]
+        spec = None
+        for depth in range(name.count(".") + 1):
+            spec = importlib.machinery.PathFinder.find_spec(
+                ".".join(name.split(".")[:depth + 1]), locations)
+            locations = None if spec is None else spec.submodule_search_locations
+            if spec is None or (locations is None and depth < name.count(".")):
+                spec = None
+                break
+        if spec is not None and spec.origin:
+            origin = spec.origin
+            is_package = spec.submodule_search_locations is not None
+            return (Path(origin).resolve(), is_package) if origin.endswith(".py") else None
+    module = sys.modules.get(name)
+    origin = getattr(module, "__file__", None) if module is not None else None
+    is_package = module is not None and hasattr(module, "__path__")
+    if module is None:
+        parent = name.rpartition(".")[0]
+        if parent and parent not in sys.modules:
+            return None  # finding it would import its parent: not a module of the closure
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            return None
+        if spec is None:
+            return None
+        origin, is_package = spec.origin, spec.submodule_search_locations is not None
+    if not origin or not origin.endswith(".py"):
+        return None
+    return Path(origin).resolve(), is_package
+
+
+def _own_import_closure(module: Any) -> dict[str, Path]:
+    """The agent's module file and the files of the seqeval and user modules it imports,
+    followed through those modules' own imports."""
+    installed = _installed_roots()
+    own_path = Path(module.__file__).resolve()
+    own_name = module.__name__
+    label = own_path.name if own_name.startswith(USER_AGENT_PREFIX) else own_name
+    files = {label: own_path}
+    beside = own_path.parent if own_name.startswith(USER_AGENT_PREFIX) else None
+    frontier = [(own_name, own_path, hasattr(module, "__path__"))]
+    seen = {own_name}
+    while frontier:
+        name, path, is_package = frontier.pop()
+        for imported in sorted(_imported_names(name, path, is_package) - seen):
+            seen.add(imported)
+            found = _module_file(imported, beside)
+            if found is None or not _is_own(found[0], imported, installed):
+                continue
+            files[imported] = found[0]
+            frontier.append((imported, *found))
+    return files
 
 
 def _distribution_label(top_name: str) -> str:
@@ -226,12 +343,22 @@ def _distribution_label(top_name: str) -> str:
     return ",".join(f"{name}=={importlib.metadata.version(name)}" for name in sorted(names))
 
 
-def agent_fingerprint(agent: Agent) -> str:
-    """A short hash of the agent's source code (`agent_source_files`): equal for the same
-    code, different when it changes. A resumed run compares it with the one it started with."""
+def agent_code(agent: Agent) -> dict[str, str]:
+    """A SHA-256 of each file that defines the agent (`agent_source_files`), by name, and of
+    its distribution label under "" when it has one: what tells two versions of an agent's
+    code apart, file by file."""
     files, label = agent_source_files(agent)
-    digest = hashlib.sha256(f"seqeval-agent:{agent.name}:{label}".encode())
-    for name in sorted(files):
-        digest.update(f"\0{name}\0".encode())
-        digest.update(files[name].read_bytes())
+    code = {name: hashlib.sha256(files[name].read_bytes()).hexdigest() for name in sorted(files)}
+    if label:
+        code[""] = hashlib.sha256(label.encode()).hexdigest()
+    return code
+
+
+def agent_fingerprint(agent: Agent) -> str:
+    """A short hash of the agent's source code (`agent_code`): equal for the same code,
+    different when any file it is made of changes. A resumed run compares it with the one it
+    started with."""
+    digest = hashlib.sha256(f"seqeval-agent:{agent.name}".encode())
+    for name, file_hash in agent_code(agent).items():
+        digest.update(f"\0{name}\0{file_hash}".encode())
     return digest.hexdigest()[:FINGERPRINT_LENGTH]

@@ -90,7 +90,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from seqeval.study import expand_run_dirs
 
     out = args.out or os.path.join(args.run_dirs[0], "curve.png")
-    args.run_dirs = [str(path) for path in expand_run_dirs(args.run_dirs)]  # studies -> runs
+    args.run_dirs = [str(path) for path in expand_run_dirs(  # studies -> their runs
+        args.run_dirs, all_runs=args.all_runs)]
     for path in plot_runs(args.run_dirs, out, title=args.title):
         print(path)
     return 0
@@ -159,6 +160,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                              help="PNG path (a PDF beside it), or a directory for DIR/curve.png "
                              "(default RUN_DIR/curve.png)")
     plot_parser.add_argument("--title", default=None)
+    from seqeval.study import add_all_runs_flag
+
+    add_all_runs_flag(plot_parser)
     plot_parser.set_defaults(func=cmd_plot)
 
     agents_parser = sub.add_parser("agents", help="list agents and their settings")

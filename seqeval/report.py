@@ -503,7 +503,8 @@ def bootstrap_seed(text: str) -> int:
 def handler(args: argparse.Namespace) -> int:
     from seqeval.study import expand_run_dirs
 
-    args.run_dirs = expand_run_dirs(args.run_dirs)  # a study directory -> its complete runs
+    # a study directory -> its complete runs (of its current spec, unless --all-runs)
+    args.run_dirs = expand_run_dirs(args.run_dirs, all_runs=args.all_runs)
     paths = make_report(args.run_dirs, args.out, reps=args.reps, seed=args.seed,
                         figures=not args.no_figures)
     print(f"report: {paths[0]}")
@@ -525,4 +526,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=bootstrap_seed, default=0,
                         help="bootstrap seed (default 0)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    from seqeval.study import add_all_runs_flag
+
+    add_all_runs_flag(parser)
     parser.set_defaults(func=handler)

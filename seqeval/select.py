@@ -561,7 +561,7 @@ def _chosen(available: Sequence[Criterion], names: Sequence[str] | None) -> list
     return [c for c in available if names is None or c.name in names]
 
 
-def incomplete_study_runs(paths: Sequence[str | Path]) -> list[str]:
+def incomplete_study_runs(paths: Sequence[str | Path], all_runs: bool = False) -> list[str]:
     """A note per study among `paths` whose plan holds runs that are not complete (pending,
     running, failed): they are left out of the selection."""
     from seqeval.study import StudyDir, expand_run_dirs
@@ -571,8 +571,8 @@ def incomplete_study_runs(paths: Sequence[str | Path]) -> list[str]:
         if not StudyDir.is_study(path):
             continue
         study = StudyDir(path)
-        complete = set(expand_run_dirs([path]))
-        left = Counter(r.get("status", "pending") for r in study.load()["runs"]
+        complete = set(expand_run_dirs([path], all_runs=all_runs))
+        left = Counter(r.get("status", "pending") for r in study.records(all_runs)
                        if study.run_dir(r) not in complete)
         if left:
             total = len(complete) + sum(left.values())
@@ -583,15 +583,16 @@ def incomplete_study_runs(paths: Sequence[str | Path]) -> list[str]:
 
 
 def run_selection(run_dirs: Sequence[str | Path], criteria: Sequence[str] | None = None,
-                  reps: int = DEFAULT_REPS, seed: int = 0) -> SelectionResult:
+                  reps: int = DEFAULT_REPS, seed: int = 0,
+                  all_runs: bool = False) -> SelectionResult:
     """Configuration and checkpoint selection for every cell of these runs (a study directory
     stands for its complete runs); `criteria` keeps only the criteria of those names."""
     from seqeval.study import expand_run_dirs
 
     if reps < 1:
         raise UserError(f"--reps {reps}: the number of bootstrap resamples must be at least 1")
-    incomplete = incomplete_study_runs(run_dirs)
-    groups, load_notes = load_groups(expand_run_dirs(run_dirs))
+    incomplete = incomplete_study_runs(run_dirs, all_runs)
+    groups, load_notes = load_groups(expand_run_dirs(run_dirs, all_runs=all_runs))
     notes = incomplete + load_notes
     cells, cell_notes = build_cells(groups)
     notes += cell_notes
@@ -885,10 +886,11 @@ def selection_panels(result: SelectionResult, names: Sequence[str] | None):
 
 def make_selection(run_dirs: Sequence[str | Path], out: str | Path | None = None,
                    criteria: Sequence[str] | None = None, reps: int = DEFAULT_REPS,
-                   seed: int = 0, figures: bool = True) -> tuple[SelectionResult, list[Path]]:
+                   seed: int = 0, figures: bool = True,
+                   all_runs: bool = False) -> tuple[SelectionResult, list[Path]]:
     """Select configurations and checkpoints and write the outputs into `out` (default
     FIRST_DIR/selection); returns the result and the written paths."""
-    result = run_selection(run_dirs, criteria, reps, seed)
+    result = run_selection(run_dirs, criteria, reps, seed, all_runs=all_runs)
     out = Path(out) if out is not None else Path(run_dirs[0]) / "selection"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; pass a directory")
@@ -916,7 +918,8 @@ def make_selection(run_dirs: Sequence[str | Path], out: str | Path | None = None
 
 def handler(args: argparse.Namespace) -> int:
     result, paths = make_selection(args.study_dirs, args.out, args.criterion, args.reps,
-                                   args.seed, figures=not args.no_figures)
+                                   args.seed, figures=not args.no_figures,
+                                   all_runs=args.all_runs)
     print_table(result)
     for note in result.incomplete:
         print(note)
@@ -948,4 +951,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=bootstrap_seed, default=0,
                         help="bootstrap seed (default 0)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    from seqeval.study import add_all_runs_flag
+
+    add_all_runs_flag(parser)
     parser.set_defaults(func=handler)

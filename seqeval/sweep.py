@@ -12,7 +12,9 @@ share a persistent JAX compilation cache, so a program shape compiles once per s
 The driver (this process) validates the whole plan first, holds the study's lock, keeps
 study.json and runs.csv current after every change, and shows one study-level progress bar.
 A run that fails (diverges, raises, or its worker dies) is recorded with a one-line reason and
-never stops the others. Killed and started again, the driver skips complete runs, resumes
+never stops the others; a run whose node is lost is put back in the queue and resumes from its
+checkpoint on another node. Before any run starts, a probe file written from every node proves
+that the nodes see STUDY_DIR. Killed and started again, the driver skips complete runs, resumes
 partial ones from their own checkpoints and retries failed ones once.
 """
 
@@ -24,8 +26,10 @@ import dataclasses
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -36,8 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from seqeval.errors import DivergenceError, UserError
+from seqeval.fileio import write_json_atomic
 from seqeval.study import (
+    OUTCOME_FIELDS,
     StudyDir,
+    adopt_run_dirs,
     expand_spec,
     read_spec,
     run_is_complete,
@@ -50,6 +57,7 @@ RAY_OBJECT_STORE_BYTES = 128 * 1024**2  # runs return small dicts; keep /dev/shm
 PASSED_ENVIRONMENT = ("MINARI_DATASETS_PATH",)  # paths the runs need, made absolute
 SOCKET_PATH_ROOM = 45  # Ray's socket paths add ~62 characters to its temp dir (limit 107)
 POLL_SECONDS = 1.0  # how often the progress bar is refreshed while runs are in flight
+NODE_DEATH_SECONDS = 30.0  # how long a run's failure waits for Ray to say its node is dead
 # CPU runs one after another in a worker pay for starting Python, importing JAX and its first
 # compilation once (measured in benchmarks/README.md); a fresh worker now and then bounds what
 # a long-lived process accumulates.
@@ -215,18 +223,84 @@ def _output_to(log_file: Path):
             os.close(copy)
 
 
+def this_node() -> dict[str, Any]:
+    """The Ray node this process runs on: its id and host name."""
+    import ray
+
+    return {"id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+
+
 def _run_in_worker(settings: dict[str, Any], compile_cache: str | None,
                    log_file: str) -> dict[str, Any]:
-    """The Ray task: one run (RunSettings fields), its output in its log file."""
+    """The Ray task: one run (RunSettings fields), its output in its log file; the node it
+    runs on is written beside the log first (`node_file`), for the driver to record."""
     began = time.time()
+    node = this_node()
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(node_file(log_file), {**node, "pid": os.getpid(), "began": began})
     with _output_to(Path(log_file)):
         print(f"seqeval sweep: {settings['agent']} on {settings['dataset']} "
               f"({settings['mode']}) -> {settings['out']}, pid {os.getpid()}, "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
-        outcome = {**execute_run(settings, compile_cache), "began": began}
+        outcome = {**execute_run(settings, compile_cache), "began": began, "node": node}
         print(f"seqeval sweep: {outcome['status']}"
               + (f": {outcome['reason']}" if outcome["reason"] else ""), flush=True)
     return outcome
+
+
+def node_file(log_file: str | Path) -> Path:
+    """Where a run's task writes the node it runs on: RUN.node.json beside RUN.log."""
+    return Path(str(log_file).removesuffix(".log") + ".node.json")
+
+
+def _write_probe(path: str, token: str) -> str | None:
+    """A task's part of `check_visible`: write `token` into the file `path` (never creating
+    a folder); the error in one line, or None."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token)
+        return None
+    except OSError as error:
+        return error.strerror or type(error).__name__
+
+
+def check_visible(ray: Any, study_path: Path, runtime_env: dict[str, Any] | None = None,
+                  timeout: float = 120.0) -> None:
+    """Refuse a STUDY_DIR that a node of the cluster cannot see: a task on every node with
+    CPUs writes a probe file into it, which this process must then read (a node whose
+    folder of that name is its own, or missing, would lose its runs' results)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = secrets.token_hex(8)
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
+    probe = ray.remote(num_cpus=0, max_retries=0)(_write_probe)
+    refs = {}
+    for node in nodes:
+        path = study_path / f".probe-{token}-{node['NodeID'][:12]}"
+        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        refs[path] = (node, probe.options(scheduling_strategy=strategy,
+                                          runtime_env=runtime_env).remote(str(path), token))
+    try:
+        problems = []
+        for path, (node, ref) in refs.items():
+            host = node.get("NodeManagerHostname") or node.get("NodeManagerAddress")
+            error = ray.get(ref, timeout=timeout)
+            try:
+                seen = path.read_text() == token
+            except OSError:
+                seen = False
+            if error or not seen:
+                problems.append(f"node {host} ({node['NodeID'][:12]}) "
+                                + (f"cannot write there ({error})" if error else
+                                   "writes to a folder of that name this machine cannot see"))
+    finally:
+        for path in refs:
+            path.unlink(missing_ok=True)
+    if problems:
+        raise UserError(f"study directory '{study_path}' is not shared with the Ray cluster: "
+                        f"{problems[0]}; put --out on storage every node mounts at the same "
+                        "path")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +389,8 @@ def ray_session(address: str | None, study_dir: Path):
             _check_reachable(address)
             try:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as error:
+            except (ConnectionError, RuntimeError, ValueError,
+                    ray.exceptions.RayError) as error:  # AuthenticationError: a wrong token
                 raise UserError(f"cannot connect to Ray at '{address}' ({one_line(error)}); "
                                 "check the address ('ray status' on the head node) or drop "
                                 "--address to run locally") from None
@@ -395,6 +470,11 @@ class SweepOptions:
     progress: bool = True  # the study-level progress bar
 
     def check(self) -> None:
+        for flag, value in (("--cpus-per-run", self.cpus_per_run),
+                            ("--gpus-per-run", self.gpus_per_run)):
+            if not math.isfinite(value):
+                raise UserError(f"{flag} {value:g} is not a number of devices; give a finite "
+                                "number, e.g. 1 or 0.5")
         if self.cpus_per_run <= 0:
             raise UserError(f"--cpus-per-run must be more than 0 (got {self.cpus_per_run:g})")
         if self.gpus_per_run < 0:
@@ -409,42 +489,103 @@ class SweepOptions:
 def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = SweepOptions(),
               dry_run: bool = False) -> dict[str, Any]:
     """Expand, validate and run a study; returns study.json's content. Runs of the spec that
-    are complete are skipped, partial ones resumed, failed ones retried once."""
+    are complete are skipped, partial ones resumed, failed ones retried once; a run made by
+    other code, defaults or data is re-run into a new directory (the old one is marked stale).
+    A command refused before any run started leaves no new study directory behind."""
     options.check()
     spec_path = Path(spec_path)
     spec = read_spec(spec_path)
     study = StudyDir(Path(out).absolute())
     study.check_usable()
-    plan = expand_spec(spec, spec_path.parent)
-    validate_plan(plan, study.path)
+    plan = validate_plan(expand_spec(spec, spec_path.parent), study.path)
     if dry_run:
-        state = study.load()
+        state = _load_or_rebuild(study, announce=False)
         planned = study.merge_plan(state, plan, spec_path.absolute(), spec_path.read_text())
+        _recognise_finished(study, state)
         for record in planned:
             print(f"{record['status']:9} {record['path']}  ({record['label']}, {record['mode']})")
+        _note_left_out(state)
         print(f"{len(planned)} runs")
         return state
+    if options.address:
+        _check_reachable(options.address)
 
-    with study.lock():
-        state = study.load()
-        planned = study.merge_plan(state, plan, spec_path.absolute(), spec_path.read_text())
-        for record in planned:
-            run_dir = study.run_dir(record)
-            if record["status"] != "complete" and run_is_complete(run_dir):
-                # Finished while a killed driver could not record it.
-                record.update(status="complete", reason=None)
-                _attach_results(study, record)
-            elif record["status"] == "running":
-                record["status"] = "pending"  # its driver was killed; resume it
-        study.save(state)
-        todo = [r for r in planned if r["status"] != "complete"]
-        if todo:
+    # A folder that is new or empty now holds only what this command writes into it.
+    out_existed = study.path.exists()
+    fresh = not study.path.exists() or not any(study.path.iterdir())
+    started = False
+    try:
+        with study.lock():
+            state = _load_or_rebuild(study, announce=True)
+            planned = study.merge_plan(state, plan, spec_path.absolute(), spec_path.read_text())
+            _recognise_finished(study, state)
+            todo = [r for r in planned if r["status"] != "complete"]
+            if not todo:
+                study.save(state)
+                _note_left_out(state)
+                return state
             by_key = {run.key: run for run in plan}
             settings = {r["id"]: by_key[r["key"]].run_settings(study.run_dir(r)) for r in todo}
             with ray_session(options.address, study.path) as ray, _terminate_as_interrupt():
-                _drive(ray, study, state, planned, todo, settings, options)
-        study.save(state)
+                parallel = _capacity(ray, options.cpus_per_run, options.gpus_per_run,
+                                     options.max_parallel)
+                check_visible(ray, study.path, {"env_vars": run_environment(
+                    options.cpus_per_run, options.gpus_per_run)})
+                _note_left_out(state)
+                study.save(state)
+                started = True
+                _drive(ray, study, state, planned, todo, settings, options, parallel)
+            study.save(state)
+    except UserError:
+        if fresh and study.acquired and not started:  # refused before any run: leave it as it was
+            for path in list(study.path.iterdir()):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            if not out_existed and not any(study.path.iterdir()):
+                study.path.rmdir()
+        raise
     return state
+
+
+def _recognise_finished(study: StudyDir, state: dict[str, Any]) -> None:
+    """Runs that finished while a killed driver could not record it (or whose study.json was
+    rebuilt) are complete, by their own summary.json; runs a killed driver left running are
+    pending again (they resume)."""
+    for record in state["runs"]:
+        if record["status"] != "complete" and run_is_complete(study.run_dir(record)):
+            record.update(status="complete", reason=None)
+            _attach_results(study, record)
+        elif record["status"] == "running":
+            record["status"] = "pending"
+
+
+def _load_or_rebuild(study: StudyDir, announce: bool) -> dict[str, Any]:
+    """study.json, or, for a study that lost it, a new one holding its run directories (the
+    plan merged next finds its own runs among them by their keys)."""
+    state = study.load()
+    if not study.lost_its_study_file(study.path):
+        return state
+    adopted = adopt_run_dirs(study, state)
+    if announce:
+        print(f"seqeval: note: '{study.path}' has no {study.study_file.name}; rebuilding it from "
+              f"the spec and its {adopted} run directories", file=sys.stderr)
+    return state
+
+
+def _note_left_out(state: dict[str, Any]) -> None:
+    """Say which runs of the folder are not the spec's (stale ones: what changed)."""
+    from seqeval.study import STALE, standing
+
+    stale = [r for r in state["runs"] if standing(r) == STALE]
+    others = sum(1 for r in state["runs"] if standing(r) not in (STALE, "current"))
+    for record in stale:
+        print(f"seqeval: note: {record['path']} is stale ({record['stale_reason']}); "
+              f"re-run as {record['superseded_by']}", file=sys.stderr)
+    if others:
+        print(f"seqeval: note: {others} runs of the folder are no longer in the spec; they are "
+              "kept and left out of runs.csv (runs_all.csv lists every run)", file=sys.stderr)
 
 
 def compile_friendly_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -464,10 +605,9 @@ def compile_friendly_order(records: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def _drive(ray: Any, study: StudyDir, state: dict, planned: list[dict], todo: list[dict],
-           settings: dict[str, Any], options: SweepOptions) -> None:
-    """Keep as many runs in flight as fit until every run of `todo` has an outcome."""
+           settings: dict[str, Any], options: SweepOptions, parallel: int) -> None:
+    """Keep up to `parallel` runs in flight until every run of `todo` has an outcome."""
     cpus, gpus = options.cpus_per_run, options.gpus_per_run
-    parallel = _capacity(ray, cpus, gpus, options.max_parallel)
     compile_cache = str(study.compile_cache) if options.compile_cache else None
     # A GPU run's worker ends with the run: Ray sets the run's devices per task, and JAX keeps
     # the devices (and memory) it started with for the life of the process.
@@ -484,19 +624,32 @@ def _drive(ray: Any, study: StudyDir, state: dict, planned: list[dict], todo: li
         while queue or in_flight:
             while queue and len(in_flight) < parallel:
                 record = queue.popleft()
+                node_file(study.log_file(record)).unlink(missing_ok=True)
                 # Plain fields: the worker imports seqeval.runner (and JAX) inside the run.
                 ref = task.remote(dataclasses.asdict(settings[record["id"]]), compile_cache,
                                   str(study.log_file(record)))
                 record.update(status="running", reason=None, attempts=record["attempts"] + 1,
-                              started=time.time(), finished=None)
+                              started=time.time(), finished=None, node=None)
                 in_flight[ref] = record
                 study.save(state)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_SECONDS)
+            if _note_nodes(study, in_flight.values()):
+                study.save(state)
             for ref in ready:
                 record = in_flight.pop(ref)
                 try:
                     outcome = ray.get(ref)
                 except ray.exceptions.RayError as error:  # the worker died or was lost
+                    _note_nodes(study, [record])
+                    if _node_lost(ray, record):
+                        # Not the run's fault: it resumes from its checkpoint elsewhere.
+                        record.update(status="pending", attempts=record["attempts"] - 1,
+                                      requeued=(record.get("requeued") or 0) + 1,
+                                      reason=f"its node {record['node']['host']} "
+                                             f"({record['node']['id'][:12]}) was lost; re-queued")
+                        queue.appendleft(record)
+                        study.save(state)
+                        continue
                     outcome = {"status": "failed",
                                "reason": one_line(f"{type(error).__name__}: {error}")}
                 _record_outcome(study, record, outcome)
@@ -510,16 +663,53 @@ def _drive(ray: Any, study: StudyDir, state: dict, planned: list[dict], todo: li
             ray.cancel(ref, force=True)
             record.update(status="pending", reason="interrupted; run the sweep again to "
                                                    "resume it")
-        study.save(state)
+        try:
+            study.save(state)
+        except UserError:
+            pass  # the disk refuses: the last study.json written stands (runs resume)
         raise
     finally:
         bar.close()
 
 
+MAX_REQUEUES = 3  # a run whose node is lost more often than this fails (a node that keeps dying)
+
+
+def _note_nodes(study: StudyDir, records: Any) -> bool:
+    """Record the node of each run in flight that has reported it; True if any did."""
+    changed = False
+    for record in records:
+        if record.get("node") is None:
+            try:
+                found = json.loads(node_file(study.log_file(record)).read_text())
+            except (OSError, ValueError):
+                continue
+            record["node"] = {"id": found["id"], "host": found["host"]}
+            changed = True
+    return changed
+
+
+def _node_lost(ray: Any, record: dict[str, Any]) -> bool:
+    """The run's task ended with a system error because the node it ran on is gone."""
+    if (record.get("requeued") or 0) >= MAX_REQUEUES:
+        return False
+    node = record.get("node")
+    if node is None:
+        return False
+    deadline = time.monotonic() + NODE_DEATH_SECONDS
+    while True:  # Ray marks a node dead a moment after its tasks fail
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        if node["id"] not in alive:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
 def _record_outcome(study: StudyDir, record: dict[str, Any], outcome: dict[str, Any]) -> None:
-    fields = ("status", "reason", "wall_time", "compile_seconds", "trace_seconds",
-              "cache_hits", "cache_misses", "xla_threads", "import_seconds", "pid")
-    record.update({k: outcome.get(k) for k in fields}, finished=time.time())
+    node = record.get("node")  # as the run reported it starting, if the outcome lacks it
+    record.update({k: outcome.get(k) for k in OUTCOME_FIELDS}, finished=time.time())
+    record["node"] = outcome.get("node") or node
     if outcome.get("began") is not None:  # submitted -> the task began: Ray's part of startup
         record["startup_seconds"] = outcome["began"] - record["started"]
     if record["status"] == "complete":
@@ -555,18 +745,24 @@ def _compile_note(records: list[dict[str, Any]]) -> str | None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    options = SweepOptions(address=args.address, max_parallel=args.max_parallel,
+    # Ray Jobs run the sweep with the cluster's address in RAY_ADDRESS.
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    options = SweepOptions(address=address, max_parallel=args.max_parallel,
                            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                            compile_cache=not args.no_compile_cache,
                            progress=not args.no_progress)
+    began = time.time()
     state = run_study(args.spec, args.out, options, dry_run=args.dry_run)
     if args.dry_run:
         return 0
     planned = [r for r in state["runs"] if r.get("in_spec")]
     complete = [r for r in planned if r["status"] == "complete"]
     failed = [r for r in planned if r["status"] != "complete"]
-    print(f"{args.out}: {len(complete)} of {len(planned)} runs complete (study.json, runs.csv)")
-    note = _compile_note([r for r in planned if r["status"] == "complete"])
+    others = len(state["runs"]) - len(planned)
+    print(f"{args.out}: {len(complete)} of {len(planned)} runs complete (study.json, runs.csv)"
+          + (f"; the folder holds {others} other runs (runs_all.csv)" if others else ""))
+    # Compile times of the runs this command ran (none when everything was complete).
+    note = _compile_note([r for r in complete if (r.get("started") or 0) >= began])
     if note:
         print(note)
     if not failed:
