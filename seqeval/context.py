@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import signal
 import sys
@@ -33,7 +32,13 @@ from seqeval.algorithms.base import (
     resolve_batch_size,
 )
 from seqeval.algorithms.checks import abstract_batch, agent_fingerprint, check_agent
-from seqeval.data import OfflineData, load_datasets, make_eval_env_factory
+from seqeval.data import (  # noqa: F401 (FINGERPRINTED_ARRAYS: what the fingerprint covers)
+    FINGERPRINTED_ARRAYS,
+    OfflineData,
+    dataset_fingerprint,
+    load_datasets,
+    make_eval_env_factory,
+)
 from seqeval.errors import DivergenceError, UserError
 from seqeval.results import RunDir
 from seqeval.settings import DEFAULT_INITIAL_SIZE, RunSettings, check_settings
@@ -182,22 +187,6 @@ class StopRequest:
         """Between steps: raise KeyboardInterrupt if a stop was requested."""
         if self.requested:
             raise KeyboardInterrupt
-
-
-FINGERPRINTED_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations",
-                        "next_observations")
-
-
-def dataset_fingerprint(data: OfflineData) -> str:
-    """A hash of the loaded transitions (SHA-1 of the arrays' bytes, their shapes and dtypes):
-    any change to the data changes it. 1M transitions of a 17-d task (about 160 MB) take
-    1.3 s on the shared 2-core machine under load, a fraction of loading them."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    for name in FINGERPRINTED_ARRAYS:
-        array = np.ascontiguousarray(getattr(data, name))
-        digest.update(f"{name}{array.shape}{array.dtype}".encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
 
 
 def check_evaluation_environment(dataset_id: str, env: str | None = None) -> None:

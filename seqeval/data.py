@@ -37,6 +37,25 @@ ARRAY_FIELDS = (
 )
 
 
+# Everything a run reads from a dataset, hashed by `dataset_fingerprint`.
+FINGERPRINTED_ARRAYS = (*ARRAY_FIELDS, "action_low", "action_high")
+
+
+def dataset_fingerprint(data: OfflineData, block_sizes: tuple[int, ...] | list[int] = ()) -> str:
+    """SHA-256 of a dataset's content as a run sees it: every array with its dtype and shape,
+    the reference scores and the sizes of joined blocks. Any change to the data changes it;
+    1M transitions of a 17-d task (~160 MB) hash in ~0.3-1.3 s here, a fraction of loading them.
+    Runs record it in config.json (a resume on other data is refused) and studies in each
+    run's identity."""
+    digest = hashlib.sha256(repr((list(block_sizes), data.ref_min_score,
+                                  data.ref_max_score)).encode())
+    for name in FINGERPRINTED_ARRAYS:
+        array = np.ascontiguousarray(getattr(data, name))
+        digest.update(f"\0{name}:{array.dtype.str}:{array.shape}\0".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
 @dataclasses.dataclass
 class OfflineData:
     """A dataset as flat arrays of N transitions, in the dataset's own (logged) order."""

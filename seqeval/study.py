@@ -489,27 +489,11 @@ def _cli_words(message: str) -> str:
     return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)
 
 
-def dataset_fingerprint(data: Any, blocks: Sequence[int]) -> str:
-    """SHA-256 of a dataset's content as a run sees it: every array (transitions, episode
-    starts, action bounds), its reference scores and the sizes of its joined blocks."""
-    import numpy as np
-
-    from seqeval.data import ARRAY_FIELDS
-
-    digest = hashlib.sha256(json.dumps({"blocks": list(blocks), "ref": [
-        data.ref_min_score, data.ref_max_score]}).encode())
-    for name in (*ARRAY_FIELDS, "action_low", "action_high"):
-        array = np.ascontiguousarray(getattr(data, name))
-        digest.update(f"\0{name}:{array.dtype.str}:{array.shape}\0".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def validate_plan(plan: Sequence[PlannedRun], study_dir: Path) -> list[PlannedRun]:
     """Check every run against its data before anything runs (each dataset is loaded once);
     returns the plan with each run's dataset fingerprint."""
     from seqeval.context import check_against_data
-    from seqeval.data import load_datasets
+    from seqeval.data import dataset_fingerprint, load_datasets
     from seqeval.settings import check_settings
 
     loaded, fingerprints = {}, {}
