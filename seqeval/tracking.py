@@ -278,7 +278,11 @@ class TensorBoardBackend:
 
         self.log_dir = log_dir
         self.logged = read_tensorboard_steps(log_dir)
-        self.writer = SummaryWriter(str(log_dir), flush_secs=3600)
+        # One file per session, numbered: two sessions in one second would otherwise share a
+        # name (time and host), and the second would overwrite the first.
+        sessions = len(list(log_dir.glob("events.out.tfevents.*")))
+        self.writer = SummaryWriter(str(log_dir), flush_secs=3600,
+                                    filename_suffix=f".{sessions + 1:04d}")
         if not any(tag.startswith("_hparams_/") for tag, _ in self.logged):
             self._write_config(identity["config"])
 
@@ -290,7 +294,7 @@ class TensorBoardBackend:
         for summary in hparams(_flat(config), {SCORE_TAG: float("nan")}):
             file_writer.add_summary(summary)
 
-    def log(self, points: Sequence[Point]) -> int:
+    def log(self, points: Sequence[Point], first_step: int = 0) -> int:
         written = 0
         for point in points:
             for tag, value in point.values.items():
@@ -373,9 +377,11 @@ class WandbBackend:
             self.run.define_metric(f"{prefix}/*",
                                    step_metric="gradient_steps" if retrain else "samples")
 
-    def log(self, points: Sequence[Point]) -> int:
-        for point in points:
-            self.run.log({point.axis: point.step, **point.values})
+    def log(self, points: Sequence[Point], first_step: int) -> int:
+        """Point i as W&B's history step `first_step + i`: a step W&B has already (a resumed
+        run offering a chunk again) is the same row, dropped by a resumed online run."""
+        for index, point in enumerate(points):
+            self.run.log({point.axis: point.step, **point.values}, step=first_step + index)
         return sum(len(point.values) for point in points)
 
     def close(self, failed: bool) -> None:
@@ -470,7 +476,7 @@ class Tracking:
             if perf is not None and points:  # the chunk's speed, at its last point
                 points[-1].values["perf/updates_per_second"] = perf
             try:
-                logged[backend.name] = backend.log(points)
+                logged[backend.name] = backend.log(points, self.state.get("wandb_steps", 0))
             except Exception as error:  # a tracker that fails mid-run never stops the run
                 print(f"seqeval: warning: --log {backend.name} stopped logging "
                       f"({type(error).__name__}: {error}); the run goes on, and 'seqeval "
@@ -480,6 +486,8 @@ class Tracking:
                 backend.close(failed=True)
                 continue
             self.state["logged_rows"][backend.name] = end
+            if backend.name == "wandb":
+                self.state["wandb_steps"] = self.state.get("wandb_steps", 0) + len(points)
             self._write_state()
         return logged
 
