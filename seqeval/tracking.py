@@ -186,19 +186,23 @@ def merge_points(points: Iterable[Point]) -> list[Point]:
     return [merged[k] for k in sorted(merged)]
 
 
-def read_points(run_dir: Path, start: dict[str, int], end: dict[str, int] | None,
-                retrain: bool) -> list[Point]:
-    """The points of the rows [start, end) of each log file (end None: to the last row)."""
+def read_rows(run_dir: Path) -> dict[str, list]:
+    """Every row of the run's log files, by file name (seqeval.results' strict readers)."""
     from seqeval.results import read_evaluations, read_prequential, read_training
 
-    def part(rows: list, name: str) -> list:
-        return rows[start.get(name, 0):None if end is None else end.get(name, 0)]
+    return {"evaluations.csv": read_evaluations(run_dir), "training.csv": read_training(run_dir),
+            "prequential.csv": read_prequential(run_dir)}
 
-    return merge_points([
-        *evaluation_points(part(read_evaluations(run_dir), "evaluations.csv")),
-        *training_points(part(read_training(run_dir), "training.csv"), retrain),
-        *prequential_points(part(read_prequential(run_dir), "prequential.csv")),
-    ])
+
+def rows_to_points(rows: dict[str, list], start: dict[str, int], end: dict[str, int],
+                   retrain: bool) -> list[Point]:
+    """The points of the rows [start, end) of each log file."""
+    def part(name: str) -> list:
+        return rows[name][start.get(name, 0):end.get(name, 0)]
+
+    return merge_points([*evaluation_points(part("evaluations.csv")),
+                         *training_points(part("training.csv"), retrain),
+                         *prequential_points(part("prequential.csv"))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,10 +399,10 @@ class WandbBackend:
 class Tracking:
     """The trackers of one run: started before training, given the rows of each checkpoint."""
 
-    def __init__(self, run_dir: Path, backends: Sequence[str], project: str | None = None,
+    def __init__(self, run_dir: Path, backends: Sequence[str] | None, project: str | None = None,
                  members: int = 1):
         self.run_dir = Path(run_dir)
-        self.names = tuple(backends)
+        self.names = tuple(backends or ())
         self.project = project
         self.members = members  # programs' members, for updates per second
         self.backends: list[Any] = []
@@ -468,11 +472,13 @@ class Tracking:
         retrain = self._retrain()
         end = dict(progress.log_rows)
         perf = self._updates_per_second(progress)
+        rows = None
         for backend in list(self.backends):
             start = self.state["logged_rows"].get(backend.name, {})
             if all(start.get(name, 0) >= end.get(name, 0) for name in LOG_FILES):
                 continue
-            points = read_points(self.run_dir, start, end, retrain)
+            rows = read_rows(self.run_dir) if rows is None else rows
+            points = rows_to_points(rows, start, end, retrain)
             if perf is not None and points:  # the chunk's speed, at its last point
                 points[-1].values["perf/updates_per_second"] = perf
             try:
