@@ -24,6 +24,7 @@ lint: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_protocol.py
 	$(BIN)/python benchmarks/bench_agents.py
+	$(BIN)/python benchmarks/bench_tracking.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

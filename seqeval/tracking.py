@@ -415,8 +415,8 @@ class Tracking:
         return self.run_dir / TRACKING_FILE
 
     def start(self, resuming: bool) -> Tracking:
-        """Open every backend (UserError when one cannot start: its files are removed, and a
-        fresh run's config.json too, so the command leaves nothing behind)."""
+        """Open every backend (UserError when one cannot start: the files this start created
+        are removed, and a fresh run's config.json too, so the run is left as it was)."""
         if not self.names:
             return self
         created = [p for p in (self.run_dir / TENSORBOARD_DIR, self.run_dir / "wandb",
@@ -441,8 +441,10 @@ class Tracking:
         except BaseException:
             self.close(failed=True)
             for path in created:
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
-                    missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
             if not resuming:
                 (self.run_dir / "config.json").unlink(missing_ok=True)
             raise
