@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def wandb_records(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2
 
     data = path.read_bytes()
-    assert data[:4] == b":W&B"
+    assert data[:4] == b":W&B" or not data
     position, block, pieces, records = 7, 32768, b"", []
     while position + 7 <= len(data):
         left = block - position % block
@@ -94,6 +95,8 @@ def wandb_records(path: Path) -> list:
         if kind == 0:  # padding to the end of the block
             position += left
             continue
+        if position + 7 + length > len(data):  # a record still being written
+            break
         piece = data[position + 7:position + 7 + length]
         position += 7 + length
         pieces = piece if kind in (1, 2) else pieces + piece
@@ -104,12 +107,24 @@ def wandb_records(path: Path) -> list:
     return records
 
 
+def finished_records(path: Path) -> list:
+    """The records of a finished session's .wandb file. W&B's service writes the file on its
+    own after `finish()` returns, so wait (30 s at most) for the exit record it ends with."""
+    deadline = time.monotonic() + 30
+    while True:
+        records = wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) \
+                or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
 def wandb_sessions(run_dir: Path) -> list[dict]:
     """Each offline session of the run: its run record and history rows, oldest first."""
     sessions = []
     for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
         run, history = None, []
-        for record in wandb_records(path):
+        for record in finished_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 run = record.run
@@ -264,6 +279,26 @@ def test_a_resumed_run_logs_nothing_twice_and_loses_nothing(store, tmp_path, mon
     for row in rows:
         assert row["eval/normalized_score"] == pytest.approx(
             expected["eval/normalized_score"][row["samples"]], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_retrain_mode_logs_each_size_against_samples_and_its_losses_against_steps(
+        store, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *RUN, "--mode", "retrain", "--sizes", "2000,9000",
+                 "--retrain-steps", "60", "--log", "tensorboard"]) == 0
+    scalars = tensorboard_scalars(out / "tensorboard")
+    rows = read_evaluations(out)
+    for row in rows:
+        step_values = dict(scalars[f"eval/normalized_score/seed_{row['seed']}"])
+        assert step_values[row["samples"]] == pytest.approx(row["normalized_score"], rel=1e-6)
+    means = {size: np.mean([r["normalized_score"] for r in rows if r["samples"] == size])
+             for size in (2000, 9000)}
+    assert dict(scalars["eval/normalized_score"]) == pytest.approx(means, rel=1e-6)
+    for size in (2000, 9000):
+        losses = [r["actor_loss"] for r in read_training(out) if r["samples"] == size]
+        assert dict(scalars[f"train/size_{size}/actor_loss"]) == pytest.approx(
+            {60: np.mean(losses)}, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
