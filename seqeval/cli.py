@@ -135,7 +135,8 @@ class _Parser(argparse.ArgumentParser):
 
 BUILTIN_COMMANDS = ("run", "plot", "agents", "demo")
 # Subcommands that live with their subsystems (imported only when they may be the command).
-SUBSYSTEM_MODULES = ("seqeval.envs.cli", "seqeval.report", "seqeval.sweep", "seqeval.select")
+SUBSYSTEM_MODULES = ("seqeval.envs.cli", "seqeval.report", "seqeval.sweep", "seqeval.select",
+                     "seqeval.export")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

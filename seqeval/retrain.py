@@ -32,6 +32,7 @@ from seqeval.results import (
     training_rows,
 )
 from seqeval.settings import RunSettings
+from seqeval.tracking import start_tracking
 
 RETRAIN_SEGMENT_STEPS = 5000  # gradient steps between two checkpoints
 
@@ -73,13 +74,15 @@ def run_retrain(context: RunContext) -> dict:
     def summary(status: str) -> dict:
         return retrain_summary(progress, sizes, budgets, seeds, n, status)
 
-    with context.guard(summary):
+    with context.guard(summary), start_tracking(settings, run_dir.path, resuming,
+                                                len(members.seeds)) as tracking:
         trained = _initial_members(context, len(sizes), members.budgets)
         if resuming:
             restored = run_dir.load_checkpoint(lambda saved: trained)
             run_dir.restore_logs(None if restored is None else restored[1], 0)
             if restored is not None:
                 trained, progress = restored
+        tracking.log_checkpoint(progress)  # what the trackers missed before a kill
         longest = max(budgets)
         segment_steps = min(RETRAIN_SEGMENT_STEPS, longest)
         segments = math.ceil(longest / segment_steps)
@@ -94,11 +97,13 @@ def run_retrain(context: RunContext) -> dict:
                 context.stop.check()
                 trained, progress = _train_segment(context, train, members, trained, progress,
                                                    index, segment_steps, started)
+                tracking.log_checkpoint(progress)
                 run_dir.write_summary(summary("running"))
                 bar.update(progress.gradient_steps - bar.n)
             if progress.segment == segments:  # the last step: evaluate every member
                 context.stop.check()
                 progress = _evaluate(context, members, trained, progress, started)
+                tracking.log_checkpoint(progress)
         finally:
             bar.close()
     result = summary("complete")

@@ -34,6 +34,7 @@ from seqeval.results import (
     training_columns,
     training_rows,
 )
+from seqeval.tracking import start_tracking
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,15 +247,18 @@ def run_sequential(context: RunContext) -> dict:
         "total_gradient_steps": offline_steps + online_updates,
         "offline_gradient_steps": offline_steps,
     }))
-    with context.guard(lambda status: sequential_summary(progress, settings.seeds, status)):
+    with context.guard(lambda status: sequential_summary(progress, settings.seeds, status)), \
+            start_tracking(settings, run_dir.path, resuming, settings.num_seeds) as tracking:
         learners = _initial_learners(context, offline_steps)
         if resuming:
             learners, progress = _restore(context, learners, progress)
+        tracking.log_checkpoint(progress)  # what the trackers missed before a kill
         runner = _Sequential(context, chunks, progress)
         try:
             for index in range(progress.segment, len(steps)):
                 context.stop.check()
                 learners, progress = runner.run(index, steps[index], learners, progress)
+                tracking.log_checkpoint(progress)
         finally:
             runner.close()
     summary = sequential_summary(progress, settings.seeds, "complete")

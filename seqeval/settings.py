@@ -51,6 +51,12 @@ def _reference_pair(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _tracker_names(text: str) -> tuple[str, ...]:
+    from seqeval.tracking import parse_backends
+
+    return parse_backends(text)
+
+
 def flag(help: str, *, name: str | None = None, parse: Callable[[str], Any] = int,
          metavar: str | None = None, default_text: str | None = None,
          choices: Sequence[str] | None = None) -> dict[str, Any]:
@@ -126,6 +132,13 @@ class RunSettings:
         default_text="the dataset's own (Minari ids and d4rl/ names record it)"))
     progress: bool = dataclasses.field(default=True, metadata=flag(
         "hide the progress bar", name="progress"))
+    # Experiment trackers (seqeval.tracking, docs/tracking.md): they never change a number.
+    log: tuple[str, ...] | None = dataclasses.field(default=None, metadata=flag(
+        "log results as they are produced to tensorboard, wandb or both (tensorboard,wandb)",
+        parse=_tracker_names, metavar="TRACKERS", default_text="none"))
+    wandb_project: str | None = dataclasses.field(default=None, metadata=flag(
+        "W&B project of --log wandb", parse=str, metavar="PROJECT",
+        default_text="$WANDB_PROJECT, else seqeval"))
 
     @property
     def seeds(self) -> list[int]:
@@ -234,6 +247,10 @@ def check_settings(settings: RunSettings) -> None:
         raise UserError("--window trains on the most recent transitions as the data grows, but "
                         "full mode has all the data from the start; drop --window or use "
                         "--mode sequential")
+    if settings.log:  # a tracker that cannot import is refused before anything runs
+        from seqeval.tracking import check_backends
+
+        check_backends(settings.log)
     if settings.ref_scores is not None:
         low, high = settings.ref_scores
         if not (math.isfinite(low) and math.isfinite(high) and low < high):

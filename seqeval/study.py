@@ -66,7 +66,7 @@ CURRENT, STALE, OUT_OF_SPEC = "current", "stale", "out_of_spec"
 # study.json was lost: it is rebuilt from the spec and the run directories).
 STUDY_NAMES = ("study.json", "runs.csv", "runs_all.csv", "study.lock", "runs", "logs",
                "compile_cache")
-STUDY_KEYS = ("agents", "datasets", "seeds", "mode")
+STUDY_KEYS = ("agents", "datasets", "seeds", "mode", "log", "wandb_project")
 TABLES = ("study", "protocol", "agent")
 
 # `seqeval run` settings a spec does not set in [protocol], and where they go instead.
@@ -80,6 +80,8 @@ _NOT_PROTOCOL = {
     "num_seeds": "set it in [study] (seeds = N, trained together in one program)",
     "progress": "a sweep shows one study-level bar; remove it",
     "no_progress": "a sweep shows one study-level bar; remove it",
+    "log": 'set it in [study] (log = ["tensorboard", "wandb"])',
+    "wandb_project": 'set it in [study] (wandb_project = "NAME")',
 }
 # Flags of `seqeval run` that negate a RunSettings field.
 _NEGATED = {"no_prequential": "prequential"}
@@ -121,6 +123,9 @@ class PlannedRun:
     spec_settings: dict[str, Any]  # what the spec itself sets for this run (its grid point)
     code: dict[str, str]  # SHA-256 of each file of the agent's code (checks.agent_code)
     dataset_fingerprint: str = ""  # SHA-256 of the dataset's content (set by validate_plan)
+    # experiment trackers (seqeval.tracking): how results are shown, not what the run is
+    log: tuple[str, ...] = ()
+    wandb_project: str | None = None
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -169,7 +174,8 @@ class PlannedRun:
         protocol = {k: tuple(v) if isinstance(v, list) else v for k, v in self.protocol.items()}
         return RunSettings(
             agent=self.agent, dataset=self.dataset, out=str(run_dir), mode=self.mode,
-            num_seeds=self.num_seeds, progress=False,
+            num_seeds=self.num_seeds, progress=False, log=self.log or None,
+            wandb_project=self.wandb_project,
             agent_overrides=tuple((k, override_text(v)) for k, v in self.agent_settings.items()),
             **protocol,
         )
@@ -299,6 +305,23 @@ def _protocol_fields() -> tuple[dict[str, Any], dict[str, Any]]:
     return {name: hints[name] for name in fields}, defaults
 
 
+def _tracking(study: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    """[study] log = ["tensorboard", "wandb"] and wandb_project = "NAME", checked."""
+    from seqeval.tracking import check_backend_names
+
+    log = study.get("log", [])
+    log = [log] if isinstance(log, str) else log
+    if not isinstance(log, list) or not all(isinstance(name, str) for name in log):
+        raise UserError(f"[study] log: expected a list of trackers, got {log!r}; write e.g. "
+                        'log = ["tensorboard", "wandb"]')
+    names = check_backend_names(log, "[study] log") if log else ()
+    project = study.get("wandb_project")
+    if project is not None and not (isinstance(project, str) and project.strip()):
+        raise UserError(f"[study] wandb_project: expected a name, got {project!r}; write e.g. "
+                        'wandb_project = "pendulum"')
+    return names, project
+
+
 def _protocol_axes(table: Any, types_: dict[str, Any]) -> list[tuple[str, list[Any]]]:
     if not isinstance(table, dict):
         raise UserError("[protocol] must be a table of settings; write [protocol] on its own "
@@ -401,6 +424,7 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
         raise UserError(f"[study] mode: expected a mode or a list of modes, got {modes!r}; "
                         'write e.g. mode = ["sequential", "full"]')
     protocol_axes = _protocol_axes(spec.get("protocol", {}), protocol_types)
+    log, wandb_project = _tracking(study)
     agent_table = spec.get("agent", {})
     if not isinstance(agent_table, dict):
         raise UserError("[agent] must be a table; write [agent.NAME] tables of agent settings")
@@ -467,6 +491,8 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
                             spec_settings={"protocol": chosen, "agent": {
                                 k: v for (k, _, _), v in zip(axes, agent_values, strict=True)}},
                             code=code[name],
+                            log=log,
+                            wandb_project=wandb_project,
                         ))
     return _unique(runs)
 
