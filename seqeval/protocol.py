@@ -264,11 +264,14 @@ def _chunk_program(agent: Agent, config: Any, program: _Program) -> Callable:
 
     member_axis = 0 if program.per_member else None
     online_axis = 0 if program.online else None
-    vmapped = jax.vmap(train_one, in_axes=(0, 0, 0, None, online_axis, member_axis,
-                                           member_axis, None))
 
     def train_all(states, keys, orders, data, online, start_size, num_increments, max_size):
         if keys.shape[0] > 1 or program.per_member:
+            # Per-member step counts mask finished members (a select under vmap: their steps
+            # are computed anyway); one count for all keeps the skip a real branch.
+            steps_axis = member_axis if jnp.ndim(num_increments) else None
+            vmapped = jax.vmap(train_one, in_axes=(0, 0, 0, None, online_axis, member_axis,
+                                                   steps_axis, None))
             return vmapped(states, keys, orders, data, online, start_size, num_increments,
                            max_size)
         # One member: no vmap, so an agent's own `lax.cond` (e.g. TD3's delayed actor
@@ -334,7 +337,8 @@ def make_online_trainer(agent: Agent, config: Any, settings: OnlineTraining) -> 
 def make_retrain_trainer(agent: Agent, config: Any, settings: RetrainTraining) -> Callable:
     """Jitted `train(states, keys, orders, data, member_sizes, member_steps)`: member m takes
     member_steps[m] (<= max_steps) gradient steps on its first member_sizes[m] transitions;
-    members with 0 steps left are unchanged."""
+    members with 0 steps left are unchanged. `member_steps` may be one number for every member:
+    then the steps past it are skipped, not computed and masked."""
     program = _chunk_program(agent, config, _Program(
         settings.batch_size, 0, 1, settings.max_steps, settings.window, online=False,
         per_member=True))
