@@ -210,7 +210,9 @@ def _rows(tree, rows: np.ndarray):
 
 
 def _set_rows(tree, rows: np.ndarray, values):
-    return jax.tree.map(lambda leaf, value: leaf.at[rows].set(value), tree, values)
+    # restored checkpoints hold numpy leaves
+    return jax.tree.map(lambda leaf, value: jnp.asarray(leaf).at[rows].set(value), tree,
+                        values)
 
 
 def _evaluate(context: RunContext, members: Members, trained: dict, progress: Progress,
