@@ -273,6 +273,11 @@ def retrain_rows() -> list[str]:
     return rows
 
 
+def _figure(value: float) -> str:
+    """Three significant figures at least (CQL runs ~1 update/s under load)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="hopper,halfcheetah")
@@ -334,9 +339,9 @@ def main() -> None:
             medians = [float(np.median(r["rates"][str(s)])) for s in BUFFER_SIZES]
             cpu = [float(np.median(r["cpu_rates"][str(s)])) for s in BUFFER_SIZES]
             print(f"| {shape} | {agent} | {r['batch_size']} | "
-                  + " | ".join(f"{m:,.0f}" for m in medians)
+                  + " | ".join(_figure(m) for m in medians)
                   + f" | {max(medians) / min(medians):.2f} | "
-                  + " / ".join(f"{c:,.0f}" for c in cpu)
+                  + " / ".join(_figure(c) for c in cpu)
                   + f" ({max(cpu) / min(cpu):.2f}) | "
                   f"{r['train_load']:.1f} | {r['compile_s']:.1f} | "
                   f"{r['eval_s']:.1f} ({r['eval_env_steps']:,}) | {r['eval_load']:.1f} | "
