@@ -128,7 +128,7 @@ def engine_worker(shape: str, agent_name: str, seconds: float, rounds: int,
     keys = [protocol.seed_keys(s) for s in range(SEEDS)]
     permutation_keys, init_keys, train_keys = (jnp.stack(k) for k in zip(*keys, strict=True))
     orders = jax.vmap(lambda k: protocol.block_permutation(k, (data.size,)))(permutation_keys)
-    device_data = protocol.device_dataset(data)
+    device_data = protocol.device_data(data)
     chunks = protocol.sequential_schedule(data.size, T0, GAMMA, EVAL_EVERY)
     offline_steps = sum(c.num_increments for c in chunks) * K
     states = protocol.init_states(agent, config, init_keys, Spaces(obs_dim, act_dim),
