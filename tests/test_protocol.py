@@ -69,8 +69,9 @@ PROBE = Agent(name="probe", config_class=ProbeConfig, init=_probe_init, update=_
 
 def _identity_data(n):
     column = jnp.arange(n, dtype=jnp.float32)[:, None]
-    return Batch(observations=column, actions=jnp.zeros((n, 1)), rewards=jnp.zeros(n),
-                 next_observations=column, terminals=jnp.zeros(n))
+    transitions = Batch(observations=column, actions=jnp.zeros((n, 1)), rewards=jnp.zeros(n),
+                        next_observations=column, terminals=jnp.zeros(n))
+    return protocol.DeviceData(transitions, jnp.full(n, -1, jnp.int32))  # no next actions
 
 
 def test_newest_transitions_are_in_the_first_batch_of_each_increment():
