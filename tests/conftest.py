@@ -7,13 +7,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import EXPERT, MIXED, RANDOM
 from pendulum_data import make_pendulum_dataset
 
 warnings.filterwarnings("ignore", module="minari")
-
-EXPERT = "test/pendulum-expert-v0"
-MIXED = "test/pendulum-mixed-v0"
-RANDOM = "test/pendulum-random-v0"
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 
 SEQEVAL = os.path.join(os.path.dirname(sys.executable), "seqeval")
 DATASET_DIR = Path(*EXPERT.split("/"))  # inside a Minari store

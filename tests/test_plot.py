@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report import read_csv, write_run
+from helpers import read_csv, write_run
 
 from seqeval import cli, figures, plot, report
 from seqeval.errors import UserError
@@ -352,7 +352,7 @@ def test_bad_input_through_the_installed_command(tmp_path):
 
 def test_real_runs_of_two_iql_settings_stay_apart(store, tmp_path, captured):
     """Two small real IQL runs differing only in expectile, one given twice to plot."""
-    from conftest import EXPERT
+    from helpers import EXPERT
 
     small = ["--agent", "iql", "--dataset", EXPERT, "--initial-size", "2000", "--increment",
              "80", "--steps-per-increment", "2", "--eval-every", "4000", "--eval-episodes",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 
 from seqeval import evaluate, results
 from seqeval.cli import main

@@ -11,8 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
-from conftest import EXPERT
-from test_report import read_csv, write_run
+from helpers import (
+    EXPERT,
+    SPACES,
+    identity_stats,
+    read_csv,
+    run_updates,
+    small_config,
+    synthetic_batch,
+    write_run,
+)
 
 from seqeval import select
 from seqeval.cli import main
@@ -304,15 +312,14 @@ def test_a_study_selects_its_complete_runs_and_says_how_many_it_left_out(study, 
 def test_q_value_on_dataset_actions_follows_the_reward(name):
     """Trained on rewards shifted up by one, the critic predicts higher Q of the same actions."""
     import jax
-    from test_agents import SPACES, _run_updates, small_config, stats, synthetic_batch
 
     agent, config = small_config(name)
     batch = synthetic_batch(jax.random.PRNGKey(0))
     q = {}
     for shift in (0.0, 1.0):
         shifted = batch._replace(rewards=batch.rewards + shift)
-        state = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 300)
-        state, _ = _run_updates(agent, config, state, shifted, 300)
+        state = agent.init(config, jax.random.PRNGKey(1), SPACES, identity_stats(), 300)
+        state, _ = run_updates(agent, config, state, shifted, 300)
         q[shift] = float(agent.score(config, state, shifted)["q_value"])
     assert q[1.0] > q[0.0] + 0.5, q
 

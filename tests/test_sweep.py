@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT, MIXED, RANDOM
-from test_cli import DIVERGING_AGENT
+from helpers import DIVERGING_AGENT, EXPERT, MIXED, RANDOM
 
 from seqeval.cli import main
 from seqeval.study import expand_run_dirs, expand_spec, read_spec
