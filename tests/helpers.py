@@ -181,3 +181,28 @@ def run_updates(agent, config, state, batch, num_updates):
         return jax.lax.scan(step, state, jax.random.split(key, num_updates))
 
     return train(state, jax.random.PRNGKey(7))
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny real study swept once per session (tests/conftest.py's `tiny_study`): three TD3+BC
+# configurations, two seeds each, 600 gradient steps from 8,500 of 10,000 transitions, with
+# evaluations (2 episodes) at 9,000, 9,500 and 10,000 and prequential rows for `select`.
+
+TINY_STUDY_SPEC = f"""
+[study]
+agents = ["td3_bc"]
+datasets = ["{EXPERT}"]
+seeds = 2
+[protocol]
+initial_size = 8500
+increment = 25
+steps_per_increment = 10
+eval_every = 500
+eval_episodes = 2
+batch_size = 64
+[agent]
+hidden_dims = [32, 32]
+[agent.td3_bc]
+alpha = [0.1, 2.5, 10.0]
+"""
+TINY_STUDY_EVALUATIONS = [9_000, 9_500, 10_000]

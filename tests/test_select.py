@@ -6,13 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.stats
 from helpers import (
-    EXPERT,
     SPACES,
     identity_stats,
     read_csv,
@@ -325,33 +325,12 @@ def test_q_value_on_dataset_actions_follows_the_reward(name):
 
 
 # ---------------------------------------------------------------------------------------------
-# A tiny real study: three TD3+BC configurations swept on a local Ray, then selected.
+# The session's tiny real study (three TD3+BC configurations swept on a local Ray), selected.
 
 
-# Ray starts its processes by fork + exec, which runs no Python in the child (as in test_sweep).
-@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
-def test_select_on_a_tiny_real_study(store, tmp_path, capsys):
-    spec = tmp_path / "spec.toml"
-    spec.write_text(f"""
-[study]
-agents = ["td3_bc"]
-datasets = ["{EXPERT}"]
-seeds = 2
-[protocol]
-initial_size = 8500
-increment = 25
-steps_per_increment = 10
-eval_every = 500
-eval_episodes = 2
-batch_size = 64
-[agent]
-hidden_dims = [32, 32]
-[agent.td3_bc]
-alpha = [0.1, 2.5, 10.0]
-""")
+def test_select_on_a_tiny_real_study(tiny_study, tmp_path, capsys):
     study = tmp_path / "study"
-    assert main(["sweep", str(spec), "--out", str(study), "--no-progress"]) == 0
-    capsys.readouterr()
+    shutil.copytree(tiny_study.path, study)  # `select` writes into the study directory
     assert main(["select", str(study), "--reps", "300"]) == 0
     printed = capsys.readouterr().out
     out = study / "selection"
