@@ -243,7 +243,10 @@ def test_sweep_completes_then_report_and_plot(tiny_study, tmp_path):
     table = pd.read_csv(out / "runs.csv")
     assert list(table["dataset"]) == [EXPERT] * 3 and set(table["status"]) == {"complete"}
     assert list(table["agent.alpha"]) == [0.1, 2.5, 10.0]
-    assert table["auc"].notna().all() and (table["agent.hidden_dims"] == "32,32").all()
+    assert table["auc"].notna().all()
+    # [agent] hidden_dims sizes both of TD3+BC's networks.
+    assert (table["agent.actor_hidden_dims"] == "32,32").all()
+    assert (table["agent.critic_hidden_dims"] == "32,32").all()
     # Each run's final score is the mean over its seeds of the last evaluation's score.
     for record, final_score in zip(state["runs"], table["final_score"], strict=True):
         last = pd.read_csv(out / record["path"] / "evaluations.csv")
