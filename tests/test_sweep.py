@@ -354,9 +354,9 @@ def test_a_larger_spec_adds_runs_and_a_killed_driver_loses_no_finished_run(
     assert again["attempts"] == 1  # not run again
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files if p.is_file()}
     assert after == before
-    # Identical program shapes: a new run loads its programs from the study's cache.
-    first = state["runs"][0]
-    assert again["cache_hits"] > 10 and again["cache_misses"] < first["cache_misses"] / 4
+    # The study's compilation cache serves the later runs: a run's seeds are part of its
+    # programs, so the first run of seed 2 compiles them and the others load them.
+    assert max(r["cache_hits"] for r in state["runs"][3:]) > 10
     # Every new run has each evaluation once per seed, whether resumed or started afresh.
     for record in state["runs"][3:]:
         assert record["full_protocol"]["seed"] == 2
