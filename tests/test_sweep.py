@@ -354,8 +354,8 @@ def test_a_larger_spec_adds_runs_and_a_killed_driver_loses_no_finished_run(
     assert again["attempts"] == 1  # not run again
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files if p.is_file()}
     assert after == before
-    # The study's compilation cache serves the second sweep's runs (one CPU each, as in the
-    # first sweep; the killed driver's --max-parallel 1 run had both CPUs and compiled anew).
+    # The study's compilation cache serves the runs of the sweep run again. (The run finished
+    # by the killed driver had no hits: the first run of seed 2's programs, it seems.)
     assert max(r["cache_hits"] for r in state["runs"][3:]) > 10
     # Every new run has each evaluation once per seed, whether resumed or started afresh.
     for record in state["runs"][3:]:
