@@ -18,15 +18,20 @@ from seqeval import stats
 from seqeval.errors import UserError
 from seqeval.runs import Group, is_cumulative
 from seqeval.style import (
+    BAND_LEGEND,
+    MIN_SEEDS_FOR_BAND,
     PAPER_PANEL_WIDTH,
     PAPER_RC,
     SAMPLES_LABEL,
+    SEEDS_LEGEND,
     Styles,
     method_styles,
 )
 
 MAX_COLUMNS = 3  # dataset panels per row of the curve grid
 BAND_ALPHA = 0.15
+SEED_ALPHA = 0.45  # the thin per-seed lines drawn instead of a band below MIN_SEEDS_FOR_BAND
+SEED_LINEWIDTH = 0.6
 AVERAGE_LABEL = "dataset average"
 
 
@@ -101,8 +106,9 @@ def _drawn_prequential_metrics(groups: Sequence[Group]) -> list[str]:
 def curves_figure(groups: Sequence[Group], out_stem: Path | str, styles: Styles | None = None,
                   prequential: bool = True, title: str | None = None,
                   panel_width: float = PAPER_PANEL_WIDTH) -> list[Path]:
-    """A panel per dataset, a line per method (mean over seeds, 95% t band; retraining at each
-    size as points with their interval), the dataset-average line, and the online phase after
+    """A panel per dataset, a line per method (mean over seeds, with a 95% t band from 3 seeds
+    on and each seed's thin line below that; retraining at each size as points with their
+    interval, or each seed's points), the dataset-average line, and the online phase after
     a dashed vertical line where the dataset ends. With `prequential`, the runs' prequential
     metrics in panels under each dataset's curve; `title` replaces a single panel's title (the
     dataset) or heads several. Returns the PNG and PDF paths."""
@@ -121,6 +127,7 @@ def curves_figure(groups: Sequence[Group], out_stem: Path | str, styles: Styles 
         fig = plt.figure(figsize=(panel_width * columns, height + 0.5), layout="constrained")
         grid = fig.add_gridspec(per_block * blocks, columns, height_ratios=ratios)
         shown: dict[str, str] = {}  # label -> mode, in the order drawn
+        spreads: set[str] = set()  # "band" and/or "seeds": how the spread over seeds is drawn
         for index, dataset in enumerate(datasets):
             block, column = divmod(index, columns)
             top = block * per_block
@@ -128,11 +135,11 @@ def curves_figure(groups: Sequence[Group], out_stem: Path | str, styles: Styles 
             under = [fig.add_subplot(grid[top + 1 + k, column], sharex=ax)
                      for k in range(len(metrics))]
             members = [g for g in groups if g.dataset == dataset]
-            _draw_returns(ax, members, styles)
+            spreads |= _draw_returns(ax, members, styles)
             shown.update({g.label: g.mode for g in members})
             ax.set_title(title if title and len(datasets) == 1 else dataset)
             for metric, pax in zip(metrics, under, strict=True):
-                _draw_prequential(pax, members, metric, styles)
+                spreads |= _draw_prequential(pax, members, metric, styles)
             online = [g for g in members if g.has_online]
             for axis in [ax, *under]:
                 if online:
@@ -153,6 +160,13 @@ def curves_figure(groups: Sequence[Group], out_stem: Path | str, styles: Styles 
         if any(_average_level(g for g in groups if g.dataset == d) is not None for d in datasets):
             handles.append(plt.Line2D([], [], color="black", linestyle="--", linewidth=0.7,
                                       alpha=0.6, label=AVERAGE_LABEL))
+        if "band" in spreads:
+            from matplotlib.patches import Patch
+
+            handles.append(Patch(facecolor="0.4", alpha=BAND_ALPHA * 2, label=BAND_LEGEND))
+        if "seeds" in spreads:
+            handles.append(plt.Line2D([], [], color="0.3", linewidth=SEED_LINEWIDTH,
+                                      alpha=SEED_ALPHA, label=SEEDS_LEGEND))
         if columns == 1:  # one panel: the legend as a list to its right
             fig.legend(handles=handles, loc="outside right upper", frameon=False)
         else:
@@ -174,20 +188,40 @@ def _average_level(members) -> float | None:
     return None if any(normalized) else info.get("average_return")
 
 
-def _draw_returns(ax, members: Sequence[Group], styles: Styles) -> None:
+def spread_drawn(seeds: int) -> str | None:
+    """How a curve's spread over `seeds` seeds is drawn: "band" (95% t interval of the mean),
+    "seeds" (each seed as a thin line: fewer than MIN_SEEDS_FOR_BAND) or None (one seed)."""
+    if seeds >= MIN_SEEDS_FOR_BAND:
+        return "band"
+    return "seeds" if seeds >= 2 else None
+
+
+def _draw_returns(ax, members: Sequence[Group], styles: Styles) -> set[str]:
+    """The panel of scores; returns how the spread over seeds was drawn (see spread_drawn)."""
     drawn = []  # every mean and reference level: what the y-axis is fitted to
+    spreads = set()
     for group in members:
         color, style = styles[group.label]
         grid, mean, low, high = mean_curve([(s.samples, s.values) for s in group.seeds])
         drawn.append(mean)
-        if group.mode == "retrain":
+        spread = spread_drawn(len(group.seeds))
+        spreads.add(spread)
+        if group.mode == "retrain" and spread == "seeds":
+            # Separate agents at each size: the mean's points, each seed's as small dots.
+            ax.plot(grid, mean, color=color, linestyle=style, linewidth=0.8, marker="o",
+                    markersize=3, zorder=3)
+            for seed in group.seeds:
+                ax.plot(seed.samples, seed.values, color=color, linestyle="none", marker=".",
+                        markersize=3, alpha=SEED_ALPHA)
+        elif group.mode == "retrain":
             # Separate agents at each size: points with their interval, joined only faintly.
-            spread = np.nan_to_num(np.stack([mean - low, high - mean]))
-            ax.errorbar(grid, mean, yerr=spread, color=color, linestyle=style, linewidth=0.8,
+            errors = np.nan_to_num(np.stack([mean - low, high - mean]))
+            ax.errorbar(grid, mean, yerr=errors, color=color, linestyle=style, linewidth=0.8,
                         marker="o", markersize=3, capsize=2, elinewidth=0.7, zorder=3)
         else:
             ax.plot(grid, mean, linestyle=style, color=color)
-            ax.fill_between(grid, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
+            _draw_spread(ax, spread, grid, low, high, [(s.samples, s.values)
+                                                       for s in group.seeds], color, style)
     level = _average_level(members)
     if level is not None:
         ax.axhline(level, color="black", linestyle="--", linewidth=0.7, alpha=0.6)
@@ -201,6 +235,17 @@ def _draw_returns(ax, members: Sequence[Group], styles: Styles) -> None:
     normalized = [g.normalized for g in members]
     ax.set_ylabel("normalized score" if all(normalized) else
                   "return" if not any(normalized) else "score (mixed: normalized and return)")
+    return spreads - {None}
+
+
+def _draw_spread(ax, spread: str | None, grid, low, high,
+                 curves: Sequence[tuple[np.ndarray, np.ndarray]], color: str, style: str) -> None:
+    if spread == "band":
+        ax.fill_between(grid, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
+    elif spread == "seeds":
+        for samples, values in curves:
+            ax.plot(samples, values, color=color, linestyle=style, linewidth=SEED_LINEWIDTH,
+                    alpha=SEED_ALPHA)
 
 
 def _label_phases(ax, dataset_end: float) -> None:
@@ -215,14 +260,17 @@ def _label_phases(ax, dataset_end: float) -> None:
     ax.annotate("online", (dataset_end, 0.98), xytext=(3, 0), ha="left", **style)
 
 
-def _draw_prequential(ax, members: Sequence[Group], metric: str, styles: Styles) -> None:
+def _draw_prequential(ax, members: Sequence[Group], metric: str, styles: Styles) -> set[str]:
+    """A panel of one prequential metric; returns how the spread over seeds was drawn."""
     ax.set_ylabel(metric.replace("_", " "))
     if not any(metric in p.metrics for g in members for p in g.prequential):
         ax.text(0.5, 0.5, "no prequential data", transform=ax.transAxes, ha="center",
                 va="center", fontsize=7, alpha=0.6)
         ax.tick_params(labelleft=False, left=False)
-        return
+        return set()
     positive = True
+    spreads = set()
+    means = []
     for group in members:
         curves = [p.metrics[metric] for p in group.prequential if metric in p.metrics]
         if not curves:
@@ -230,13 +278,16 @@ def _draw_prequential(ax, members: Sequence[Group], metric: str, styles: Styles)
         color, style = styles[group.label]
         grid, mean, low, high = mean_curve(curves)
         ax.plot(grid, mean, linestyle=style, color=color)
-        ax.fill_between(grid, low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
+        spread = spread_drawn(len(curves))
+        spreads.add(spread)
+        _draw_spread(ax, spread, grid, low, high, curves, color, style)
         positive = positive and bool(np.all(mean > 0))
-    lines = ax.get_lines()
-    if positive and lines:
-        values = np.concatenate([line.get_ydata() for line in lines])
+        means.append(mean)
+    if positive and means:
+        values = np.concatenate(means)
         if values.max() > 10 * values.min():  # losses spanning decades read better on a log axis
             ax.set_yscale("log")
+    return spreads - {None}
 
 
 # ---------------------------------------------------------------------------------------------

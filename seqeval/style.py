@@ -49,6 +49,13 @@ def method_styles(methods: Iterable[Method]) -> Styles:
     return {m.label: (colors[m.name], MODE_LINESTYLES.get(m.mode, "-")) for m in methods}
 
 
+# The spread of a curve over seeds: a 95% Student-t band of the mean from 3 seeds on; below
+# that the band is mostly the t quantile (12.7 at 2 seeds), wide enough to fill the panel and
+# hide the curves, so each seed is drawn as a thin line instead. The legend says which.
+MIN_SEEDS_FOR_BAND = 3
+BAND_LEGEND = "shaded: 95% t interval of the mean"
+SEEDS_LEGEND = f"thin: each seed (under {MIN_SEEDS_FOR_BAND} seeds)"
+
 # Line style per protocol mode, so an agent keeps its colour across modes.
 MODE_LINESTYLES: dict[str, str] = {"sequential": "-", "full": "--", "retrain": ":"}
 # What the samples axis counts, in every figure: the buffer the agent trains from, the initial

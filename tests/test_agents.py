@@ -13,42 +13,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import EXPERT, MIXED
+from helpers import (
+    EXPERT,
+    MIXED,
+    SPACES,
+    identity_stats,
+    run_updates,
+    small_config,
+    synthetic_batch,
+)
 
-from seqeval.agents import Agent, Batch, DatasetStats, Spaces, check_agent, get_agent
+from seqeval.agents import Agent, Batch, DatasetStats, check_agent, get_agent
 from seqeval.algorithms.base import BUILTIN_AGENTS
 from seqeval.errors import UserError
 from seqeval.runner import RunSettings, run
 
 AGENTS = list(BUILTIN_AGENTS)
 RL_AGENTS = ["td3_bc", "iql", "cql", "rebrac", "awac"]
-SPACES = Spaces(observation_dim=3, action_dim=2)
 SCALARS = (int, float, bool, str)
-
-
-def small_config(name: str, **overrides):
-    """The agent's defaults with 32x32 networks (fast to compile and run)."""
-    agent = get_agent(name)
-    widths = {f.name: (32, 32) for f in dataclasses.fields(agent.config_class)
-              if f.name.endswith("hidden_dims")}
-    return agent, dataclasses.replace(agent.make_config({}), **widths, **overrides)
-
-
-def synthetic_batch(key: jax.Array, size: int = 128) -> Batch:
-    """Transitions of a smooth task: behaviour a = tanh(W s), reward prefers a close to 0.5."""
-    obs_key, next_key, noise_key = jax.random.split(key, 3)
-    observations = jax.random.normal(obs_key, (size, SPACES.observation_dim))
-    weights = jnp.array([[0.8, -0.3], [0.1, 0.9], [-0.5, 0.2]])
-    actions = jnp.tanh(observations @ weights) + 0.05 * jax.random.normal(noise_key, (size, 2))
-    actions = jnp.clip(actions, -1.0, 1.0)
-    rewards = -jnp.sum((actions - 0.5) ** 2, axis=-1)
-    next_observations = jax.random.normal(next_key, (size, SPACES.observation_dim))
-    terminals = (jnp.arange(size) % 50 == 49).astype(jnp.float32)
-    return Batch(observations, actions, rewards, next_observations, terminals)
-
-
-def stats() -> DatasetStats:
-    return DatasetStats.identity(SPACES.observation_dim)
 
 
 def _format(value) -> str:
@@ -104,17 +86,7 @@ def test_cql_optional_settings_parse():
     assert agent.make_config({"lagrange": "true"}).lagrange is True
 
 
-def _run_updates(agent, config, state, batch, num_updates):
-    """`num_updates` updates on one fixed batch in a single compiled scan."""
 
-    @jax.jit
-    def train(state, key):
-        def step(state, key):
-            return agent.update(config, state, batch, key)
-
-        return jax.lax.scan(step, state, jax.random.split(key, num_updates))
-
-    return train(state, jax.random.PRNGKey(7))
 
 
 # score()'s losses that must fall when an agent trains on the very batch it is scored on, and
@@ -138,10 +110,10 @@ FITTED_LOSSES = {
 def test_training_on_a_fixed_batch_reduces_its_losses(name):
     agent, config = small_config(name)
     batch = synthetic_batch(jax.random.PRNGKey(0))
-    state = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 400)
+    state = agent.init(config, jax.random.PRNGKey(1), SPACES, identity_stats(), 400)
     score = jax.jit(lambda s: agent.score(config, s, batch))
     before = score(state)
-    state, metrics = _run_updates(agent, config, state, batch, 400)
+    state, metrics = run_updates(agent, config, state, batch, 400)
     after = score(state)
     for values in metrics.values():
         assert np.all(np.isfinite(np.asarray(values)))
@@ -170,7 +142,7 @@ def test_vmapped_seeds_equal_seeds_trained_alone(name):
     update_keys = jax.random.split(jax.random.PRNGKey(4), 2)
 
     def train(init_key, update_key):
-        state = agent.init(config, init_key, SPACES, stats(), 100)
+        state = agent.init(config, init_key, SPACES, identity_stats(), 100)
         # 3 steps, so TD3+BC's delayed actor update runs (its cond turns into a select).
         return jax.lax.scan(lambda s, k: agent.update(config, s, batch, k), state,
                             jax.random.split(update_key, 3))
@@ -185,7 +157,7 @@ def test_vmapped_seeds_equal_seeds_trained_alone(name):
 @pytest.mark.parametrize("name", AGENTS)
 def test_actions_are_bounded_and_exploration_is_random(name):
     agent, config = small_config(name)
-    state = agent.init(config, jax.random.PRNGKey(0), SPACES, stats(), 10)
+    state = agent.init(config, jax.random.PRNGKey(0), SPACES, identity_stats(), 10)
     observations = 3.0 * jax.random.normal(jax.random.PRNGKey(1), (200, 3))
     greedy = agent.act(config, state, observations, jax.random.PRNGKey(2), True)
     greedy_again = agent.act(config, state, observations, jax.random.PRNGKey(3), True)
@@ -200,7 +172,7 @@ def test_actions_are_bounded_and_exploration_is_random(name):
 @pytest.mark.parametrize("name", AGENTS)
 def test_score_reports_finite_scalars_and_leaves_the_state_alone(name):
     agent, config = small_config(name)
-    state = agent.init(config, jax.random.PRNGKey(0), SPACES, stats(), 10)
+    state = agent.init(config, jax.random.PRNGKey(0), SPACES, identity_stats(), 10)
     before = _flat(state)
     scores = jax.jit(lambda s, b: agent.score(config, s, b))(
         state, synthetic_batch(jax.random.PRNGKey(1), 32))
@@ -212,7 +184,7 @@ def test_score_reports_finite_scalars_and_leaves_the_state_alone(name):
 def test_td3_style_agents_update_actor_and_targets_every_second_step(name):
     agent, config = small_config(name)
     batch = synthetic_batch(jax.random.PRNGKey(0), 32)
-    state0 = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 10)
+    state0 = agent.init(config, jax.random.PRNGKey(1), SPACES, identity_stats(), 10)
     update = jax.jit(lambda s, k: agent.update(config, s, batch, k))
     state1, _ = update(state0, jax.random.PRNGKey(2))
     state2, _ = update(state1, jax.random.PRNGKey(3))
@@ -230,7 +202,7 @@ def test_iql_actor_learning_rate_decays_over_total_steps_then_holds_the_peak():
     online phase trains at; Q and V keep constant rates throughout."""
     agent, config = small_config("iql")
     batch = synthetic_batch(jax.random.PRNGKey(0), 32)
-    state = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), total_steps=3)
+    state = agent.init(config, jax.random.PRNGKey(1), SPACES, identity_stats(), total_steps=3)
     update = jax.jit(lambda s, k: agent.update(config, s, batch, k)[0])
     rates, critics = [], []
     for i in range(5):
@@ -246,7 +218,7 @@ def test_iql_actor_learning_rate_decays_over_total_steps_then_holds_the_peak():
 
 def test_iql_scales_rewards_by_the_dataset_return_range():
     agent, config = small_config("iql")
-    spread = stats()._replace(episode_return_min=jnp.float32(-2000.0),
+    spread = identity_stats()._replace(episode_return_min=jnp.float32(-2000.0),
                               episode_return_max=jnp.float32(0.0))
     state = agent.init(config, jax.random.PRNGKey(0), SPACES, spread, 10)
     assert float(state.reward_scale) == pytest.approx(0.5)
@@ -259,14 +231,14 @@ def test_cql_lagrange_multiplier_and_fixed_temperature():
     batch = synthetic_batch(jax.random.PRNGKey(0), 32)
     agent, config = small_config("cql", lagrange=True, lagrange_threshold=-100.0,
                                  automatic_entropy_tuning=False, initial_alpha=0.3)
-    state = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 10)
-    state, metrics = _run_updates(agent, config, state, batch, 5)
+    state = agent.init(config, jax.random.PRNGKey(1), SPACES, identity_stats(), 10)
+    state, metrics = run_updates(agent, config, state, batch, 5)
     # The gap is far above the threshold, so dual ascent raises alpha'.
     assert float(state.log_alpha_prime.params["log"]) > 0.0
     np.testing.assert_allclose(np.asarray(metrics["alpha"]), 0.3, rtol=1e-6)
     agent, tuned = small_config("cql")
-    state = agent.init(tuned, jax.random.PRNGKey(1), SPACES, stats(), 10)
-    state, metrics = _run_updates(agent, tuned, state, batch, 5)
+    state = agent.init(tuned, jax.random.PRNGKey(1), SPACES, identity_stats(), 10)
+    state, metrics = run_updates(agent, tuned, state, batch, 5)
     assert float(state.log_alpha_prime.params["log"]) == 0.0  # untouched without Lagrange
     assert float(metrics["alpha"][-1]) != float(metrics["alpha"][0])
 
@@ -392,20 +364,22 @@ def test_check_agent_names_the_agent_and_its_mistake_in_one_line(mistake):
     agent = dataclasses.replace(TINY, **changes)
     sample = synthetic_batch(jax.random.PRNGKey(0), 8)
     with pytest.raises(UserError) as error:
-        check_agent(agent, TinyConfig(), SPACES, stats(), 64, sample)
+        check_agent(agent, TinyConfig(), SPACES, identity_stats(), 64, sample)
     text = str(error.value)
     assert text.startswith("agent 'tiny': ") and message in text, text
     assert "\n" not in text
 
 
 def test_check_agent_passes_a_correct_agent_without_compiling_its_update():
-    check_agent(TINY, TinyConfig(), SPACES, stats(), 64, synthetic_batch(jax.random.PRNGKey(0)))
+    check_agent(TINY, TinyConfig(), SPACES, identity_stats(), 64,
+                synthetic_batch(jax.random.PRNGKey(0)))
 
 
 @pytest.mark.parametrize("name", AGENTS)
 def test_builtin_agents_keep_the_contract(name):
     agent, config = small_config(name)
-    check_agent(agent, config, SPACES, stats(), 32, synthetic_batch(jax.random.PRNGKey(0), 16))
+    check_agent(agent, config, SPACES, identity_stats(), 32,
+                synthetic_batch(jax.random.PRNGKey(0), 16))
 
 
 def test_docs_reference_every_public_name_and_dataset_statistic():

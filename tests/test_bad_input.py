@@ -1,10 +1,10 @@
-"""Bad input through the installed `seqeval` command: exit code 2, one line, nothing lost.
+"""Bad input: exit code 2, one line naming the problem and the fix, nothing written.
 
-Every case runs the venv's `seqeval` in a subprocess, as a user would, and must end with exit
-code 2 and exactly one line on stderr naming the problem (no traceback), having written
-nothing (cases refused before a run starts) or left the run directory as it was, so that the
-run still resumes once the damage is repaired. The cases run concurrently (most fail before
-any compilation), after one tiny real run whose directory the damage cases copy.
+Every case runs `seqeval.cli.main(argv)` in-process (stderr captured) and must end with exit
+code 2 and exactly one line on stderr (no traceback), having written nothing. A handful of them
+also run through the venv's installed `seqeval` command in a subprocess, as a user runs it, to
+prove the real process ends the same way; so do a read-only --out and a closed output pipe.
+Damaged run directories are refused by the resume suite (tests/test_resume.py), on its run.
 """
 
 from __future__ import annotations
@@ -13,31 +13,34 @@ import dataclasses
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT, SEQEVAL
 
-SEQEVAL = os.path.join(os.path.dirname(sys.executable), "seqeval")
+from seqeval.cli import main
+
 DATASET_DIR = Path(*EXPERT.split("/"))  # inside a Minari store
 BASE = ["run", "--agent", "bc", "--dataset", EXPERT, "--no-progress"]
 TINY = ["--initial-size", "9000", "--increment", "500", "--eval-every", "500",
         "--eval-episodes", "1", "--batch-size", "16", "--agent.hidden_dims", "8"]
 
+# Prepares what a case needs in its directory (given the session's Minari store); returns extra
+# environment variables.
+Prepare = Callable[[Path, Path], dict[str, str]]
+
 
 @dataclasses.dataclass
 class Case:
-    """`seqeval ARGS`; stderr must contain `message`. `prepare(tmp)` builds what the case
-    needs (a damaged store or run) and returns extra environment variables."""
+    """`seqeval ARGS`; stderr must contain `message`. `prepare(tmp, store)` builds what the
+    case needs (a file, a damaged store) and returns extra environment variables."""
 
     name: str
     args: list[str]
     message: str
-    prepare: Callable[[Path], dict[str, str]] | None = None
-    needs_run: bool = False  # prepare copies the finished tiny run
+    prepare: Prepare | None = None
     out: str | None = "out"  # the run directory that must not appear (None: not checked)
 
 
@@ -51,28 +54,26 @@ def _agent(*extra: str, agent: str = "bc") -> list[str]:
             *extra]
 
 
-def _write(relative: str, text: str) -> Callable[[Path], dict[str, str]]:
-    def prepare(tmp: Path) -> dict[str, str]:
+def _write(relative: str, text: str) -> Prepare:
+    def prepare(tmp: Path, store: Path) -> dict[str, str]:
         (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp / relative).write_text(text)
         return {}
     return prepare
 
 
-SOURCES: dict[str, Path] = {}  # "store": the session's Minari store; "run": the tiny run
-
 # ---------------------------------------------------------------------------------------------
 # Damaged datasets: a copy of the session's store with one file broken.
 
 
-def _damaged_store(damage: Callable[[Path], None]) -> Callable[[Path], dict[str, str]]:
-    def prepare(tmp: Path) -> dict[str, str]:
-        store = tmp / "store"
-        shutil.copytree(SOURCES["store"] / DATASET_DIR, store / DATASET_DIR)
-        cache = store / DATASET_DIR / "seqeval_cache.npz"
+def _damaged_store(damage: Callable[[Path], None]) -> Prepare:
+    def prepare(tmp: Path, store: Path) -> dict[str, str]:
+        copy = tmp / "store"
+        shutil.copytree(store / DATASET_DIR, copy / DATASET_DIR)
+        cache = copy / DATASET_DIR / "seqeval_cache.npz"
         cache.unlink(missing_ok=True)
-        damage(store / DATASET_DIR / "data")
-        return {"MINARI_DATASETS_PATH": str(store)}
+        damage(copy / DATASET_DIR / "data")
+        return {"MINARI_DATASETS_PATH": str(copy)}
     return prepare
 
 
@@ -86,42 +87,6 @@ def _truncate(name: str, keep: int) -> Callable[[Path], None]:
 
 def _remove(name: str) -> Callable[[Path], None]:
     return lambda data: (data / name).unlink()
-
-
-# ---------------------------------------------------------------------------------------------
-# Damaged runs: a copy of the finished tiny run with one file broken.
-
-
-def _damaged_run(damage: Callable[[Path], None]) -> Callable[[Path], dict[str, str]]:
-    def prepare(tmp: Path) -> dict[str, str]:
-        shutil.copytree(SOURCES["run"], tmp / "out",
-                        ignore=shutil.ignore_patterns("run.lock"))
-        damage(tmp / "out")
-        return {}
-    return prepare
-
-
-def _replace_line(name: str, line: int, text: str) -> Callable[[Path], None]:
-    def damage(run: Path) -> None:
-        lines = (run / name).read_text().splitlines(keepends=True)
-        lines[line] = text + "\r\n"
-        (run / name).write_text("".join(lines))
-    return damage
-
-
-def _append(name: str, text: str) -> Callable[[Path], None]:
-    def damage(run: Path) -> None:
-        with open(run / name, "a", newline="") as handle:
-            handle.write(text)
-    return damage
-
-
-def _progress_file(run: Path) -> Path:
-    return run / "checkpoint" / "progress.json"
-
-
-def _state_file(run: Path) -> Path:
-    return next((run / "checkpoint").glob("state-*.npz"))
 
 
 SYNTAX_ERROR = "import math\ndef broken(:\n    pass\n"
@@ -246,45 +211,15 @@ CASES = [
          _damaged_store(_overwrite("metadata.json", b"{bad"))),
     Case("metadata empty", _run_args(), "cannot be read (JSONDecodeError",
          _damaged_store(_overwrite("metadata.json", b""))),
-    # Damaged runs: resuming refuses, naming the file, and changes nothing.
-    Case("config garbage", _run_args(), "config.json': it is not a JSON object",
-         _damaged_run(lambda run: (run / "config.json").write_text("{bad")), True, out=None),
-    Case("progress garbage", _run_args(), "progress.json': it is not JSON",
-         _damaged_run(lambda run: _progress_file(run).write_text("xx")), True, out=None),
-    Case("progress fields", _run_args(), "does not hold this version's progress fields",
-         _damaged_run(lambda run: _progress_file(run).write_text('{"segment": 1}')), True,
-         out=None),
-    Case("checkpoint garbage", _run_args(), "it cannot be read",
-         _damaged_run(lambda run: _state_file(run).write_bytes(b"garbage")), True, out=None),
-    Case("checkpoint missing", _run_args(), "it cannot be read (FileNotFoundError)",
-         _damaged_run(lambda run: _state_file(run).unlink()), True, out=None),
-    Case("evaluations missing", _run_args(), "evaluations.csv' is missing but the checkpoint",
-         _damaged_run(lambda run: (run / "evaluations.csv").unlink()), True, out=None),
-    Case("evaluations garbage row", _run_args(), "evaluations.csv' line 2: samples 'x'",
-         _damaged_run(_replace_line("evaluations.csv", 1, "x,1,0,-100,50,1.0,offline")), True,
-         out=None),
-    Case("training garbage row", _run_args(), "training.csv' line 2:",
-         _damaged_run(_replace_line("training.csv", 1, "1,2")), True, out=None),
-    Case("checkpoint directory missing", _run_args(), "holds no checkpoint",
-         _damaged_run(lambda run: shutil.rmtree(run / "checkpoint")), True, out=None),
-    # plot and report over damaged logs.
-    Case("plot garbage evaluations", ["plot", "{tmp}/out", "--out", "{tmp}/fig.png"],
-         "evaluations.csv' line 4: 3 fields where the header has 7",
-         _damaged_run(_append("evaluations.csv", "1,2,3\r\n")), True, out=None),
-    Case("plot garbage prequential", ["plot", "{tmp}/out", "--out", "{tmp}/fig.png"],
-         "prequential.csv' line 2:",
-         _damaged_run(_replace_line("prequential.csv", 1, "x,0,500,1,1")), True, out=None),
-    Case("report garbage evaluations", ["report", "{tmp}/out", "--out", "{tmp}/report"],
-         "evaluations.csv' line 2: return 'abc' is not a number",
-         _damaged_run(_replace_line("evaluations.csv", 1, "9500,1,0,abc,50,1.0,offline")),
-         True, out=None),
-    Case("report garbage training", ["report", "{tmp}/out", "--out", "{tmp}/report"],
-         "training.csv' line 1: the header lacks",
-         _damaged_run(_replace_line("training.csv", 0, "a,b")), True, out=None),
     Case("plot of no run", ["plot", "{tmp}/nothing"], "does not exist", out=None),
     Case("sweep spec not TOML", ["sweep", "{tmp}/spec.toml", "--out", "{tmp}/study"],
          "is not valid TOML", _write("spec.toml", "[study\nagents ="), out=None),
 ]
+
+# These also run through the installed command: the earliest refusal, argparse's, an agent file
+# that does not compile, a damaged HDF5 file, an unwritable --out and a refusal on memory.
+SUBPROCESS_CASES = ["unknown agent", "unknown mode", "agent file syntax error", "hdf5 garbage",
+                    "out in /proc", "batch size huge"]
 
 
 @dataclasses.dataclass
@@ -292,57 +227,38 @@ class Outcome:
     returncode: int
     stderr: str
     tmp: Path
-    snapshot: dict[str, bytes]  # the damaged run's files before the command (if any)
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "run.lock"}
-
-
-def _execute(case: Case, tmp: Path, env: dict[str, str]) -> Outcome:
+def _prepare(case: Case, tmp: Path, store: Path) -> tuple[list[str], dict[str, str]]:
     tmp.mkdir(parents=True)
-    extra_env = case.prepare(tmp) if case.prepare else {}
-    snapshot = _files(tmp / "out") if case.needs_run else {}
-    args = [arg.replace("{tmp}", str(tmp)) for arg in case.args]
-    result = subprocess.run([SEQEVAL, *args], env={**env, **extra_env}, cwd=tmp,
-                            capture_output=True, text=True, timeout=600,
-                            stdin=subprocess.DEVNULL, check=False)
-    return Outcome(result.returncode, result.stderr, tmp, snapshot)
+    extra_env = case.prepare(tmp, store) if case.prepare else {}
+    return [arg.replace("{tmp}", str(tmp)) for arg in case.args], extra_env
 
 
-@pytest.fixture(scope="module")
-def outcomes(pendulum_store, tmp_path_factory) -> dict[str, Outcome]:
-    """Every case's outcome: the cases that need no run start at once, beside the tiny run;
-    the run-damage cases follow it. Four at a time (most wait on imports and disk)."""
-    root = tmp_path_factory.mktemp("bad_input")
-    # The cases that get as far as loading compile the same few small programs: share them
-    # through JAX's persistent cache (halves each process's CPU time).
-    env = {**os.environ, "MINARI_DATASETS_PATH": str(pendulum_store),
-           "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    SOURCES.update(store=pendulum_store, run=root / "run")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        tiny_run = pool.submit(subprocess.run, [SEQEVAL, *BASE, *TINY, "--out", str(root / "run")],
-                               env=env, capture_output=True, text=True, check=False,
-                               stdin=subprocess.DEVNULL)
-        futures = {case.name: pool.submit(_execute, case, root / f"case{i:03d}", env)
-                   for i, case in enumerate(CASES) if not case.needs_run}
-        finished = tiny_run.result()
-        assert finished.returncode == 0, finished.stderr
-        futures.update({case.name: pool.submit(_execute, case, root / f"case{i:03d}", env)
-                        for i, case in enumerate(CASES) if case.needs_run})
-        return {name: future.result() for name, future in futures.items()}
+def _in_process(case: Case, tmp: Path, store: Path, monkeypatch, capsys) -> Outcome:
+    args, extra_env = _prepare(case, tmp, store)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    for name, value in extra_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp)
+    capsys.readouterr()
+    try:
+        returncode = main(args)
+    except SystemExit as exit_info:  # argparse's own exits (none expected: they become code 2)
+        returncode = exit_info.code
+    return Outcome(returncode, capsys.readouterr().err, tmp)
 
 
-def test_there_are_enough_cases():
-    assert len(CASES) >= 40 and len({case.name for case in CASES}) == len(CASES)
+def _in_subprocess(case: Case, tmp: Path, store: Path) -> Outcome:
+    args, extra_env = _prepare(case, tmp, store)
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(store), **extra_env}
+    result = subprocess.run([SEQEVAL, *args], env=env, cwd=tmp, capture_output=True, text=True,
+                            timeout=600, stdin=subprocess.DEVNULL, check=False)
+    return Outcome(result.returncode, result.stderr, tmp)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_bad_input_is_one_line_exit_2_and_nothing_lost(outcomes, case):
-    outcome = outcomes[case.name]
+def assert_refused(case: Case, outcome: Outcome) -> None:
+    """Exit code 2, one line starting `seqeval: error:` holding the message, nothing written."""
     lines = outcome.stderr.splitlines()
     assert outcome.returncode == 2, outcome.stderr
     assert len(lines) == 1 and lines[0].startswith("seqeval: error: "), outcome.stderr
@@ -350,9 +266,37 @@ def test_bad_input_is_one_line_exit_2_and_nothing_lost(outcomes, case):
     assert case.message.replace("{tmp}", str(outcome.tmp)) in lines[0], lines[0]
     if case.out is not None:
         assert not (outcome.tmp / case.out).exists()  # nothing written
-    if case.needs_run:  # the run directory is left exactly as it was
-        assert _files(outcome.tmp / "out") == outcome.snapshot
-        assert not (outcome.tmp / "fig.png").exists() and not (outcome.tmp / "report").exists()
+
+
+@pytest.fixture(scope="module")
+def subprocess_outcomes(pendulum_store, tmp_path_factory) -> dict[str, Outcome]:
+    """The installed command's outcome of each case in SUBPROCESS_CASES, three at a time (they
+    wait mostly on imports)."""
+    root = tmp_path_factory.mktemp("bad_input_installed")
+    by_name = {case.name: case for case in CASES}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(_in_subprocess, by_name[name], root / f"case{i:02d}",
+                                     pendulum_store)
+                   for i, name in enumerate(SUBPROCESS_CASES)}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_there_are_enough_cases():
+    assert len(CASES) >= 40 and len({case.name for case in CASES}) == len(CASES)
+    assert set(SUBPROCESS_CASES) <= {case.name for case in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(pendulum_store, tmp_path, monkeypatch,
+                                                          capsys, case):
+    assert_refused(case, _in_process(case, tmp_path / "case", pendulum_store, monkeypatch,
+                                     capsys))
+
+
+@pytest.mark.parametrize("name", SUBPROCESS_CASES)
+def test_the_installed_command_refuses_the_same_way(subprocess_outcomes, name):
+    (case,) = [case for case in CASES if case.name == name]
+    assert_refused(case, subprocess_outcomes[name])
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT, RANDOM
+from helpers import DIVERGING_AGENT, EXPERT, RANDOM
 
 from seqeval.cli import main
 
@@ -102,29 +102,6 @@ def test_rerun_over_a_different_run_is_refused(store, tmp_path, capsys):
     assert _run(["--agent", "bc", "--dataset", RANDOM, *SMALL], tmp_path) == 0
     assert _run(["--agent", "bc", "--dataset", EXPERT, *SMALL], tmp_path) == 2
     assert "holds a run with a different config" in capsys.readouterr().err
-
-
-DIVERGING_AGENT = '''
-import dataclasses
-import jax.numpy as jnp
-from seqeval.agents import Agent
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    blow_up_after: int = 30
-
-def init(config, key, spaces, stats, total_steps):
-    return {"step": jnp.int32(0), "action_dim": jnp.zeros(spaces.action_dim)}
-
-def update(config, state, batch, key):
-    loss = jnp.where(state["step"] >= config.blow_up_after, jnp.nan, 1.0)
-    return {**state, "step": state["step"] + 1}, {"loss": loss}
-
-def act(config, state, observations, key, deterministic):
-    return jnp.zeros(observations.shape[:-1] + state["action_dim"].shape)
-
-AGENT = Agent(name="diverging", config_class=Config, init=init, update=update, act=act)
-'''
 
 
 def test_divergence_is_detected_and_reported(store, tmp_path, capsys):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 
 from seqeval.errors import UserError
 from seqeval.sweep import SweepOptions, node_file, run_study

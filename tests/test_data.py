@@ -8,7 +8,7 @@ import gymnasium as gym
 import minari
 import numpy as np
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 from pendulum_data import make_pendulum_dataset
 
 from seqeval.data import CACHE_NAME, dataset_root, load_dataset

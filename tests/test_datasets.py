@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from seqeval.cli import main
+from seqeval.envs import registry
 from seqeval.envs.datasets import SuiteBuilder, build_datasets, read_card
 from seqeval.envs.registry import QUALITIES, get_recipe
 from seqeval.envs.sac import SACTrainer
@@ -25,6 +27,19 @@ warnings.filterwarnings("ignore", module="minari")
 # environment steps on); the builder refuses reference scores where it does not.
 TINY = {"transitions": 1000, "sac_steps": 6000, "checkpoint_every": 1000, "progress": False}
 IDS = [f"seqeval/pendulum/{quality}-v0" for quality in QUALITIES]
+# Episodes behind each reference score: 20, not the recipe's 100 (D4RL's), which would spend
+# most of a tiny build rolling out the two reference policies. The checks of the scores use
+# the card's own episode count.
+REFERENCE_EPISODES = 20
+DEFAULT_PENDULUM = registry.RECIPES["pendulum"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fewer_reference_episodes():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(registry.RECIPES, "pendulum", dataclasses.replace(
+            DEFAULT_PENDULUM, reference_episodes=REFERENCE_EPISODES))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +71,8 @@ def test_ids_metadata_reference_scores_and_recovered_env(built):
         assert card["dataset_id"] == dataset_id
         assert metadata["ref_min_score"] == pytest.approx(card["ref_min_score"])
         assert metadata["ref_max_score"] == pytest.approx(card["ref_max_score"])
-        assert metadata["num_episodes_average_score"] >= 100
+        assert metadata["num_episodes_average_score"] == card["reference_episodes"] \
+            == REFERENCE_EPISODES
         assert card["ref_min_score"] < card["ref_max_score"]
         refs = np.array([card["ref_min_score"], card["ref_max_score"]])
         np.testing.assert_allclose(minari.get_normalized_score(dataset, refs), [0.0, 1.0])
@@ -201,12 +217,14 @@ def test_interrupted_build_resumes_after_the_first_checkpoint(tmp_path, monkeypa
 # checkpoint with the given index is committed, or halfway through writing the first dataset's
 # episodes (Minari's hdf5 writer), or not at all.
 KILLED_BUILD = """
-import json, os, signal, sys
-from seqeval.envs import sac
+import dataclasses, json, os, signal, sys
+from seqeval.envs import registry, sac
 from seqeval.envs.datasets import build_datasets
 from minari.dataset._storages.hdf5_storage import HDF5Storage
 
 point = sys.argv[1]
+registry.RECIPES["pendulum"] = dataclasses.replace(registry.RECIPES["pendulum"],
+                                                   reference_episodes=int(sys.argv[3]))
 if point == "checkpoint":
     save = sac.SACTrainer._save_checkpoint
 
@@ -231,8 +249,9 @@ build_datasets("pendulum", **json.loads(sys.argv[2]))
 
 def run_build(store: Path, point: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MINARI_DATASETS_PATH": str(store)}
-    return subprocess.run([sys.executable, "-c", KILLED_BUILD, point, json.dumps(TINY)], env=env,
-                          capture_output=True, text=True, timeout=1200)
+    return subprocess.run([sys.executable, "-c", KILLED_BUILD, point, json.dumps(TINY),
+                           str(REFERENCE_EPISODES)], env=env, capture_output=True, text=True,
+                          timeout=1200)
 
 
 def suite_contents(store: Path, monkeypatch) -> dict:
@@ -343,6 +362,7 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch, c
 @pytest.mark.slow
 def test_default_pendulum_suite_reaches_d4rl_like_levels(tmp_path, monkeypatch):
     """The demo's default build: expert about -150, random about -1200 to -1500."""
+    monkeypatch.setitem(registry.RECIPES, "pendulum", DEFAULT_PENDULUM)  # 100 episodes
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     build_datasets("pendulum", progress=False)
     random_card = read_card("seqeval/pendulum/random-v0")

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import EXPERT, MIXED, RANDOM
-from test_protocol import PROBE, ProbeConfig, _identity_data, _probe_init
+from helpers import EXPERT, MIXED, PROBE, RANDOM, ProbeConfig, identity_data, probe_init
 
 from seqeval import protocol
 from seqeval.agents import Spaces, adam, get_agent
@@ -58,12 +57,12 @@ def test_retrain_members_never_sample_beyond_their_prefix():
     sizes = np.array([5, 40, 120], np.int32)
     train = protocol.make_retrain_trainer(PROBE, ProbeConfig(),
                                           protocol.RetrainTraining(batch_size=8, max_steps=30))
-    base = _probe_init(ProbeConfig(), None, None, None, 0)
+    base = probe_init(ProbeConfig(), None, None, None, 0)
     states = jax.tree.map(lambda x: jnp.stack([x] * 3), base)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     orders = jnp.tile(jnp.arange(200, dtype=jnp.int32), (3, 1))
     budgets = jnp.array([30, 10, 30], jnp.int32)
-    states, *_ = train(states, keys, orders, _identity_data(200), jnp.asarray(sizes), budgets)
+    states, *_ = train(states, keys, orders, identity_data(200), jnp.asarray(sizes), budgets)
     seen = np.asarray(states["seen"])
     for member, size in enumerate(sizes):
         trained = seen[member][: int(budgets[member])]

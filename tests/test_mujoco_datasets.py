@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from seqeval.cli import main
+from seqeval.envs import registry
 from seqeval.envs.datasets import build_datasets, read_card
 from seqeval.envs.registry import QUALITIES
 
@@ -24,6 +26,10 @@ def hopper_store(tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("minari_hopper")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MINARI_DATASETS_PATH", str(store))
+        # 20 episodes behind each reference score, not D4RL's 100: most of a tiny build's
+        # time would go to rolling out the two reference policies.
+        patch.setitem(registry.RECIPES, "hopper", dataclasses.replace(
+            registry.RECIPES["hopper"], reference_episodes=20))
         ids = build_datasets("hopper", transitions=1500, sac_steps=1200, checkpoint_every=300,
                              progress=False)
     assert ids == IDS

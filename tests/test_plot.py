@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report import read_csv, write_run
+from helpers import read_csv, write_run
 
 from seqeval import cli, figures, plot, report
 from seqeval.errors import UserError
 from seqeval.runs import Method, agent_label, load_groups, load_run
-from seqeval.style import SAMPLES_LABEL, method_styles
+from seqeval.style import BAND_LEGEND, SAMPLES_LABEL, SEEDS_LEGEND, method_styles
 
 SEQEVAL = os.path.join(os.path.dirname(sys.executable), "seqeval")
 EVALUATION_HEADER = ("samples", "gradient_steps", "seed", "return", "normalized_score",
@@ -204,8 +204,43 @@ def test_online_phase_and_retrain_points_share_one_axis(tmp_path, captured):
     assert {"offline", "online"} <= texts
     sequential = max(ax.get_lines(), key=lambda line: len(line.get_xdata()))
     assert float(np.max(sequential.get_xdata())) == 26_000  # online continues the same line
-    assert legend_labels(fig) == ["td3_bc", "td3_bc (retrain)", "dataset average"]
+    # Two seeds each: each seed's line (points for retraining), no band, and the legend says so.
+    assert legend_labels(fig) == ["td3_bc", "td3_bc (retrain)", "dataset average",
+                                  SEEDS_LEGEND]
     assert ax.get_title() == "demo"  # one panel: the title replaces the dataset's
+
+
+def test_two_seeds_draw_each_seed_and_three_a_t_band_and_the_legend_says_which(tmp_path,
+                                                                             captured):
+    """With 2 seeds the 95% t band is the mean +- 12.7 standard errors: it would fill the
+    panel and hide the curves. Below 3 seeds each seed is a thin line instead."""
+    two = write_run(tmp_path / "two", "bc", "d/a-v0", {0: [10, 30, 50, 60], 1: [30, 50, 70, 80]})
+    three = write_run(tmp_path / "three", "iql", "d/b-v0",
+                      {0: [10, 30, 50, 60], 1: [30, 50, 70, 80], 2: [20, 40, 60, 70]})
+    plot.plot_runs([two], tmp_path / "two.png")
+    plot.plot_runs([three], tmp_path / "three.png")
+    plot.plot_runs([two, three], tmp_path / "both.png")
+    (two_fig, three_fig, both_fig) = captured
+    (ax,) = two_fig.axes
+    assert not ax.collections  # no band
+    seed_lines = [line for line in ax.get_lines() if line.get_linewidth() < 1.0
+                  and len(line.get_xdata()) == 4]
+    assert sorted(tuple(line.get_ydata()) for line in seed_lines) == [(10, 30, 50, 60),
+                                                                      (30, 50, 70, 80)]
+    mean = [line for line in ax.get_lines() if list(line.get_ydata()) == [20, 40, 60, 70]]
+    assert len(mean) == 1
+    # The axis follows the curves, not the band (2 seeds: +-12.7 standard errors of 10 = 127).
+    low, high = ax.get_ylim()
+    assert low > 0 - 30 and high < 80 + 30
+    assert legend_labels(two_fig) == ["bc", "dataset average", SEEDS_LEGEND]
+
+    (ax,) = three_fig.axes
+    (band,) = ax.collections  # the 95% t interval of the mean, and no per-seed lines
+    assert all(line.get_linewidth() >= 1.0 for line in ax.get_lines()
+               if len(line.get_xdata()) == 4)
+    assert legend_labels(three_fig) == ["iql", "dataset average", BAND_LEGEND]
+    assert legend_labels(both_fig)[-2:] == [BAND_LEGEND, SEEDS_LEGEND]
+    assert figures.spread_drawn(1) is None and figures.spread_drawn(5) == "band"
 
 
 def test_plot_out_directory_and_default(tmp_path, capsys):
@@ -352,7 +387,7 @@ def test_bad_input_through_the_installed_command(tmp_path):
 
 def test_real_runs_of_two_iql_settings_stay_apart(store, tmp_path, captured):
     """Two small real IQL runs differing only in expectile, one given twice to plot."""
-    from conftest import EXPERT
+    from helpers import EXPERT
 
     small = ["--agent", "iql", "--dataset", EXPERT, "--initial-size", "2000", "--increment",
              "80", "--steps-per-increment", "2", "--eval-every", "4000", "--eval-episodes",
@@ -389,7 +424,8 @@ def test_demo_draws_the_whole_mission(store, tmp_path, capsys, captured):
     assert run_demo(out_dir=str(tmp_path / "runs"), figure=str(tmp_path / "demo.png"),
                     agents=["bc", "td3_bc"]) == 0
     (fig,) = captured
-    assert legend_labels(fig) == ["bc", "td3_bc", "td3_bc (retrain)", "dataset average"]
+    assert legend_labels(fig) == ["bc", "td3_bc", "td3_bc (retrain)", "dataset average",
+                                  BAND_LEGEND]  # 4 seeds
     (ax,) = fig.axes
     assert ax.get_xlabel() == SAMPLES_LABEL and {"offline", "online"} <= {
         t.get_text() for t in ax.texts}

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 
 from seqeval.agents import (
     ENTRY_POINT_GROUP,

@@ -7,7 +7,7 @@ import csv
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import MIXED
+from helpers import MIXED
 
 from seqeval import protocol
 from seqeval.agents import Spaces, get_agent

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 
 from seqeval import context as run_context
 from seqeval.cli import main

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT, PROBE, ProbeConfig, identity_data, probe_init
 
 from seqeval import protocol
-from seqeval.agents import Agent, Batch
 from seqeval.results import read_evaluations
 from seqeval.runner import RunSettings, run
 
@@ -47,42 +45,15 @@ def test_schedule_counts_match_algorithm1(n, t0, gamma, k, eval_every):
     assert chunks[-1].end_size == n
 
 
-# A probe agent whose "update" records which buffer positions it was trained on.
-@dataclasses.dataclass(frozen=True)
-class ProbeConfig:
-    log_size: int = 64
-
-
-def _probe_init(config, key, spaces, stats, total_steps):
-    return {"step": jnp.int32(0), "seen": -jnp.ones((config.log_size, 8), jnp.int32)}
-
-
-def _probe_update(config, state, batch, key):
-    positions = batch.observations[:, 0].astype(jnp.int32)
-    seen = state["seen"].at[state["step"]].set(positions)
-    return {"step": state["step"] + 1, "seen": seen}, {"loss": jnp.float32(0.0)}
-
-
-PROBE = Agent(name="probe", config_class=ProbeConfig, init=_probe_init, update=_probe_update,
-              act=lambda c, s, o, k, d: jnp.zeros(o.shape[:-1] + (1,)))
-
-
-def _identity_data(n):
-    column = jnp.arange(n, dtype=jnp.float32)[:, None]
-    transitions = Batch(observations=column, actions=jnp.zeros((n, 1)), rewards=jnp.zeros(n),
-                        next_observations=column, terminals=jnp.zeros(n))
-    return protocol.DeviceData(transitions, jnp.full(n, -1, jnp.int32))  # no next actions
-
-
 def test_newest_transitions_are_in_the_first_batch_of_each_increment():
     n, t0, gamma, k, batch = 100, 20, 3, 2, 8
     settings = protocol.SequentialTraining(batch_size=batch, increment=gamma,
                                            steps_per_increment=k, max_increments=10)
     train = protocol.make_sequential_trainer(PROBE, ProbeConfig(), settings)
-    state = jax.tree.map(lambda x: x[None], _probe_init(ProbeConfig(), None, None, None, 0))
+    state = jax.tree.map(lambda x: x[None], probe_init(ProbeConfig(), None, None, None, 0))
     keys = jax.random.PRNGKey(0)[None]
     order = jnp.arange(n, dtype=jnp.int32)[None]  # identity: position p holds row p
-    state, keys, _, finite = train(state, keys, order, _identity_data(n), t0, 10)
+    state, keys, _, finite = train(state, keys, order, identity_data(n), t0, 10)
     seen = np.asarray(state["seen"][0])
     assert bool(finite[0])
     for increment in range(10):
@@ -98,10 +69,10 @@ def test_window_restricts_batches_to_recent_transitions():
     settings = protocol.SequentialTraining(batch_size=8, increment=10, steps_per_increment=3,
                                            max_increments=20, window=window)
     train = protocol.make_sequential_trainer(PROBE, ProbeConfig(), settings)
-    state = jax.tree.map(lambda x: x[None], _probe_init(ProbeConfig(), None, None, None, 0))
+    state = jax.tree.map(lambda x: x[None], probe_init(ProbeConfig(), None, None, None, 0))
     order = jnp.arange(n, dtype=jnp.int32)[None]
     key = jax.random.PRNGKey(1)[None]
-    state, *_ = train(state, key, order, _identity_data(n), 100, 20)
+    state, *_ = train(state, key, order, identity_data(n), 100, 20)
     seen = np.asarray(state["seen"][0])[:60].reshape(20, 3, 8)
     for increment in range(20):
         size = 100 + (increment + 1) * 10

@@ -2,68 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_csv, write_run
 
 from seqeval import cli, report, stats
 from seqeval.errors import UserError
 from seqeval.runs import is_cumulative, load_groups
-
-DATASET_SIZE = 20_000
-EVAL_POINTS = [5_000, 10_000, 15_000, 20_000]
-
-
-def write_run(path: Path, agent: str, dataset: str, seeds: dict[int, list[float]],
-              ref: tuple[float, float] | None = (0.0, 1000.0), online: dict | None = None,
-              mode: str = "sequential", samples: list[int] = EVAL_POINTS,
-              prequential: str | None = None, agent_config: dict | None = None,
-              protocol: dict | None = None) -> Path:
-    """A run directory as `seqeval run` writes it. seeds: seed -> normalized score per
-    evaluation point (stored as return = ref_min + score/100 * (ref_max - ref_min));
-    agent_config and protocol entries are added to the config."""
-    path.mkdir(parents=True)
-    ref_min, ref_max = ref if ref else (0.0, 1000.0)
-    config = {
-        "agent": agent, "dataset": dataset, "mode": mode,
-        "protocol": {"initial_size": 5000, "increment": 1, "steps_per_increment": 1,
-                     "eval_every": 5000, "eval_episodes": 5, "batch_size": 256,
-                     "seeds": sorted(seeds), "online_steps": 0, **(protocol or {})},
-        "agent_config": dict(agent_config or {}),
-        "dataset_info": {"transitions": DATASET_SIZE, "episodes": 20,
-                         "ref_min_score": ref[0] if ref else None,
-                         "ref_max_score": ref[1] if ref else None,
-                         "average_return": 400.0,
-                         "average_normalized_return": 40.0 if ref else None,
-                         "observation_dim": 3, "action_dim": 1},
-    }
-    (path / "config.json").write_text(json.dumps(config))
-    rows = []
-    for seed, scores in seeds.items():
-        phases = [("offline", s, v) for s, v in zip(samples, scores, strict=True)]
-        phases += [("online", s, v) for s, v in (online or {}).get(seed, [])]
-        for phase, sample, score in phases:
-            ret = ref_min + score / 100.0 * (ref_max - ref_min)
-            rows.append({"samples": sample, "gradient_steps": sample, "seed": seed,
-                         "return": f"{ret:.6g}",
-                         "normalized_score": f"{score:.6g}" if ref else "",
-                         "wall_time": 1.0, "phase": phase})
-    with open(path / "evaluations.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    if prequential is not None:
-        (path / "prequential.csv").write_text(prequential)
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def non_white_fraction(png: Path) -> float:
@@ -302,7 +250,7 @@ def test_cli_report_and_its_errors(runs, tmp_path, capsys):
 
 def test_report_on_real_runs_through_the_cli(store, tmp_path):
     """Two small real runs (bc, td3_bc; 2 seeds each) made by `seqeval run`, then reported."""
-    from conftest import EXPERT
+    from helpers import EXPERT
 
     small = ["--dataset", EXPERT, "--initial-size", "2000", "--increment", "40",
              "--steps-per-increment", "2", "--eval-every", "4000", "--eval-episodes", "2",

@@ -1,5 +1,6 @@
 """Interrupted, concurrent and damaged runs: a resumed run writes exactly what an uninterrupted
-one writes, and anything it cannot trust stops it with one line (exit code 2).
+one writes, and anything it cannot trust stops it (or `plot`, `report`) with one line (exit
+code 2), changing nothing. Every damage case damages a copy of the one uninterrupted run.
 
 Kill tests run the installed command in a real process, kill it (SIGKILL, or Ctrl-C's SIGINT)
 at a point found by polling the run's files (during compilation, in the offline pass, in the
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 
 from seqeval import evaluate, results
 from seqeval.cli import main
@@ -128,8 +129,22 @@ def _kill_at(process: subprocess.Popen, out: Path, point: str, sig: int) -> tupl
     return process.returncode, stderr
 
 
-@pytest.mark.parametrize("point", ["compile", "offline", "online"])
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+# Each kill point exercises a different resume path: a run with its config but no checkpoint
+# (compile), logs cut back to the checkpoint (offline), the online buffer restored (online).
+# Ctrl-C's graceful stop is one check between steps, the same in every phase: it runs by
+# default at the compile point (where it also leaves no checkpoint); the other three
+# combinations repeat code already covered and run with `pytest -m slow`.
+KILLS = [
+    pytest.param("compile", signal.SIGINT, id="compile-SIGINT"),
+    pytest.param("offline", signal.SIGKILL, id="offline-SIGKILL"),
+    pytest.param("online", signal.SIGKILL, id="online-SIGKILL"),
+    pytest.param("compile", signal.SIGKILL, id="compile-SIGKILL", marks=pytest.mark.slow),
+    pytest.param("offline", signal.SIGINT, id="offline-SIGINT", marks=pytest.mark.slow),
+    pytest.param("online", signal.SIGINT, id="online-SIGINT", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("point,sig", KILLS)
 def test_killed_run_resumes_to_the_same_files(store, tmp_path, reference, point, sig):
     out = tmp_path / "run"
     returncode, stderr = _kill_at(_start(out, store), out, point, sig)
@@ -290,7 +305,42 @@ DAMAGE = {
                             "config.json': it is not a JSON object"),
     "config.json deleted": (lambda out: (out / "config.json").unlink(),
                             "holds files but no config.json"),
+    "checkpoint state missing": (lambda out: _state_file(out).unlink(),
+                                 "it cannot be read (FileNotFoundError)"),
+    "evaluations garbage row": (
+        lambda out: _replace(out / "evaluations.csv", 1, "x,1,0,-100,50,1.0,offline\r\n"),
+        "evaluations.csv' line 2: samples 'x'"),
+    "training short row": (lambda out: _replace(out / "training.csv", 1, "1,2\r\n"),
+                           "training.csv' line 2:"),
+    "checkpoint directory missing": (lambda out: shutil.rmtree(out / "checkpoint"),
+                                     "holds no checkpoint"),
 }
+
+# `seqeval plot` and `seqeval report` over damaged logs: refused the same way, writing nothing.
+PLOT = ["plot", "{out}", "--out", "{tmp}/fig.png"]
+REPORT = ["report", "{out}", "--out", "{tmp}/report"]
+READER_DAMAGE = {
+    # 12 rows (2 seeds x 6 evaluations) after the header: the appended row is line 14.
+    "plot garbage evaluations": (PLOT, lambda out: _append(out / "evaluations.csv", "1,2,3\r\n"),
+                                 "evaluations.csv' line 14: 3 fields where the header has 7"),
+    "plot garbage prequential": (PLOT, lambda out: _replace(out / "prequential.csv", 1,
+                                                            "x,0,500,1,1\r\n"),
+                                 "prequential.csv' line 2:"),
+    "report garbage evaluations": (
+        REPORT, lambda out: _replace(out / "evaluations.csv", 1, "9500,1,0,abc,50,1.0,offline\r\n"),
+        "evaluations.csv' line 2: return 'abc' is not a number"),
+    "report garbage training": (REPORT, lambda out: _replace(out / "training.csv", 0, "a,b\r\n"),
+                                "training.csv' line 1: the header lacks"),
+}
+
+
+def _state_file(out: Path) -> Path:
+    return next((out / "checkpoint").glob("state-*.npz"))
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", newline="") as handle:
+        handle.write(text)
 
 
 def _replace(path: Path, line: int, text: str | None) -> None:
@@ -302,20 +352,36 @@ def _replace(path: Path, line: int, text: str | None) -> None:
         handle.write("".join(lines))
 
 
+def _refused_and_unchanged(out: Path, command: list[str], message: str, capsys) -> None:
+    files = lambda: {p: p.read_bytes() for p in out.rglob("*") if p.is_file()
+                     and p.name != "run.lock"}
+    before = files()
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert err.count("\n") == 1 and err.startswith("seqeval: error: ") and "Traceback" not in err
+    assert files() == before
+
+
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_damaged_run_directory_stops_with_one_line(store, tmp_path, capsys, reference, damage):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     harm, message = DAMAGE[damage]
     harm(out)
-    files = lambda: {p: p.read_bytes() for p in out.rglob("*") if p.is_file()
-                     and p.name != "run.lock"}
-    before = files()
-    assert main(["run", "--out", str(out), *RUN]) == 2
-    err = capsys.readouterr().err
-    assert message in err, err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert files() == before
+    _refused_and_unchanged(out, ["run", "--out", str(out), *RUN], message, capsys)
+
+
+@pytest.mark.parametrize("damage", list(READER_DAMAGE))
+def test_plot_and_report_of_damaged_logs_stop_with_one_line(tmp_path, capsys, reference,
+                                                            damage):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    command, harm, message = READER_DAMAGE[damage]
+    harm(out)
+    command = [arg.format(out=out, tmp=tmp_path) for arg in command]
+    _refused_and_unchanged(out, command, message, capsys)
+    assert not (tmp_path / "fig.png").exists() and not (tmp_path / "report").exists()
 
 
 def test_readers_name_the_file_and_line_of_a_bad_row(reference, tmp_path):

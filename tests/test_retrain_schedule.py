@@ -7,7 +7,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 
 from seqeval import protocol, retrain
 from seqeval.context import StopRequest, load_context

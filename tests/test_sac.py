@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import MIXED
+from helpers import MIXED
 
 from seqeval.agents import Batch, DatasetStats, Spaces, get_agent
 from seqeval.algorithms import cql, sac

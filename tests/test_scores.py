@@ -10,7 +10,7 @@ import warnings
 import minari
 import numpy as np
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 from minari.data_collector import EpisodeBuffer
 
 from seqeval import data as data_module

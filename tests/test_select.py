@@ -6,13 +6,21 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.stats
-from conftest import EXPERT
-from test_report import read_csv, write_run
+from helpers import (
+    SPACES,
+    identity_stats,
+    read_csv,
+    run_updates,
+    small_config,
+    synthetic_batch,
+    write_run,
+)
 
 from seqeval import select
 from seqeval.cli import main
@@ -307,47 +315,25 @@ def test_a_study_selects_its_complete_runs_and_says_how_many_it_left_out(study, 
 def test_q_value_on_dataset_actions_follows_the_reward(name):
     """Trained on rewards shifted up by one, the critic predicts higher Q of the same actions."""
     import jax
-    from test_agents import SPACES, _run_updates, small_config, stats, synthetic_batch
 
     agent, config = small_config(name)
     batch = synthetic_batch(jax.random.PRNGKey(0))
     q = {}
     for shift in (0.0, 1.0):
         shifted = batch._replace(rewards=batch.rewards + shift)
-        state = agent.init(config, jax.random.PRNGKey(1), SPACES, stats(), 300)
-        state, _ = _run_updates(agent, config, state, shifted, 300)
+        state = agent.init(config, jax.random.PRNGKey(1), SPACES, identity_stats(), 300)
+        state, _ = run_updates(agent, config, state, shifted, 300)
         q[shift] = float(agent.score(config, state, shifted)["q_value"])
     assert q[1.0] > q[0.0] + 0.5, q
 
 
 # ---------------------------------------------------------------------------------------------
-# A tiny real study: three TD3+BC configurations swept on a local Ray, then selected.
+# The session's tiny real study (three TD3+BC configurations swept on a local Ray), selected.
 
 
-# Ray starts its processes by fork + exec, which runs no Python in the child (as in test_sweep).
-@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
-def test_select_on_a_tiny_real_study(store, tmp_path, capsys):
-    spec = tmp_path / "spec.toml"
-    spec.write_text(f"""
-[study]
-agents = ["td3_bc"]
-datasets = ["{EXPERT}"]
-seeds = 2
-[protocol]
-initial_size = 8500
-increment = 25
-steps_per_increment = 10
-eval_every = 500
-eval_episodes = 2
-batch_size = 64
-[agent]
-hidden_dims = [32, 32]
-[agent.td3_bc]
-alpha = [0.1, 2.5, 10.0]
-""")
+def test_select_on_a_tiny_real_study(tiny_study, tmp_path, capsys):
     study = tmp_path / "study"
-    assert main(["sweep", str(spec), "--out", str(study), "--no-progress"]) == 0
-    capsys.readouterr()
+    shutil.copytree(tiny_study.path, study)  # `select` writes into the study directory
     assert main(["select", str(study), "--reps", "300"]) == 0
     printed = capsys.readouterr().out
     out = study / "selection"

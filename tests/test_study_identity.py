@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT, RANDOM
+from helpers import EXPERT, RANDOM
 
 from seqeval.algorithms.base import get_agent
 from seqeval.algorithms.checks import agent_code, agent_fingerprint, agent_source_files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,8 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXPERT, MIXED, RANDOM
-from test_cli import DIVERGING_AGENT
+from helpers import (
+    DIVERGING_AGENT,
+    EXPERT,
+    RANDOM,
+    SEQEVAL,
+    TINY_STUDY_EVALUATIONS,
+    TINY_STUDY_SPEC,
+)
 
 from seqeval.cli import main
 from seqeval.study import expand_run_dirs, expand_spec, read_spec
@@ -217,19 +224,11 @@ def test_run_environment_sets_the_xla_thread_pool_before_jax_starts(tmp_path):
 # Sweeps on a local Ray.
 
 
-def test_sweep_completes_then_report_plot_and_a_larger_spec_keeps_finished_runs(
-        store, tmp_path, capsys, monkeypatch):
-    from pendulum_data import make_pendulum_dataset
-
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    out = tmp_path / "study"
-    datasets = [EXPERT, MIXED, RANDOM]
-    spec = _spec(tmp_path, f"agents = ['bc']\ndatasets = {datasets}")
-    assert _sweep(spec, out) == 0
-    assert "3 of 3 runs complete" in capsys.readouterr().out
-    assert list(home.iterdir()) == []  # Ray's files (session, token) are not in the home dir
+def test_sweep_completes_then_report_and_plot(tiny_study, tmp_path):
+    """The session's tiny study (helpers.TINY_STUDY_SPEC: three configurations, two seeds)."""
+    out = tiny_study.path
+    assert "3 of 3 runs complete" in tiny_study.printed
+    assert tiny_study.home_files == []  # Ray's files (session, token) are not in the home dir
     state = _state(out)
     assert [r["status"] for r in state["runs"]] == ["complete"] * 3
     for record in state["runs"]:
@@ -242,39 +241,27 @@ def test_sweep_completes_then_report_plot_and_a_larger_spec_keeps_finished_runs(
     import pandas as pd
 
     table = pd.read_csv(out / "runs.csv")
-    assert list(table["dataset"]) == datasets and set(table["status"]) == {"complete"}
-    # The expert data teaches BC more than random data does.
-    scores = dict(zip(table["dataset"], table["final_score"], strict=True))
-    assert scores[EXPERT] > scores[RANDOM]
-    assert table["auc"].notna().all() and (table["agent.hidden_dims"] == "32,32").all()
+    assert list(table["dataset"]) == [EXPERT] * 3 and set(table["status"]) == {"complete"}
+    assert list(table["agent.alpha"]) == [0.1, 2.5, 10.0]
+    assert table["auc"].notna().all()
+    # [agent] hidden_dims sizes both of TD3+BC's networks.
+    assert (table["agent.actor_hidden_dims"] == "32,32").all()
+    assert (table["agent.critic_hidden_dims"] == "32,32").all()
+    # Each run's final score is the mean over its seeds of the last evaluation's score.
+    for record, final_score in zip(state["runs"], table["final_score"], strict=True):
+        last = pd.read_csv(out / record["path"] / "evaluations.csv")
+        last = last[last["samples"] == last["samples"].max()]
+        assert len(last) == 2 and final_score == pytest.approx(
+            last["normalized_score"].mean(), rel=1e-4, abs=1e-3)
 
     assert [p.name for p in expand_run_dirs([out])] == [Path(r["path"]).name
                                                         for r in state["runs"]]
     assert main(["report", str(out), "--out", str(tmp_path / "report"), "--reps", "200",
                  "--no-figures"]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    assert all(dataset in report for dataset in datasets)
+    assert EXPERT in report and "alpha=2.5" in report
     assert main(["plot", str(out), "--out", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 10_000
-
-    # A larger spec into the same study: the new run is added, finished runs are untouched.
-    before = {r["id"]: (out / r["path"] / "evaluations.csv").stat().st_mtime_ns
-              for r in state["runs"]}
-    make_pendulum_dataset("test/pendulum-extra-v0", episodes=50, expert_fraction=0.8, seed=3)
-    bigger = _spec(tmp_path, f"agents = ['bc']\ndatasets = {datasets + ['test/pendulum-extra-v0']}",
-                   name="bigger.toml")
-    assert _sweep(bigger, out) == 0
-    state = _state(out)
-    assert len(state["runs"]) == 4 and all(r["status"] == "complete" for r in state["runs"])
-    for record in state["runs"][:3]:
-        assert record["attempts"] == 1
-        assert (out / record["path"] / "evaluations.csv").stat().st_mtime_ns == \
-            before[record["id"]]
-    # Identical program shapes: the new run loads its programs from the study's cache (the
-    # agents' init closes over the dataset's statistics, so that one compiles per dataset).
-    first, new = state["runs"][0], state["runs"][3]
-    assert new["cache_hits"] > 10 and new["cache_misses"] < first["cache_misses"] / 4
-    assert len(pd.read_csv(out / "runs.csv")) == 4
 
 
 def test_a_diverging_run_fails_alone_and_is_retried_once_per_sweep(store, tmp_path, capsys):
@@ -305,15 +292,19 @@ def test_a_diverging_run_fails_alone_and_is_retried_once_per_sweep(store, tmp_pa
     assert diverging["status"] == "failed"
 
 
-def test_killed_driver_loses_no_finished_run_and_a_second_driver_is_refused(
-        store, tmp_path, capsys):
+def test_a_larger_spec_adds_runs_and_a_killed_driver_loses_no_finished_run(
+        store, tiny_study, tmp_path, capsys):
+    """A larger spec into (a copy of) the session's study: the three new runs (seed 2) are
+    added, the finished runs are untouched, a second driver is refused, and the driver killed
+    after a new run finished loses nothing when the sweep runs again."""
     out = tmp_path / "study"
-    # Four evaluations (and checkpoints) per run: the run in flight at the kill is likely to
-    # be resumed from one.
-    spec = _spec(tmp_path, f"agents = ['bc']\ndatasets = {[EXPERT, MIXED, RANDOM]}",
-                 extra=TINY.replace("eval_every = 2000", "eval_every = 500"))
-    command = [os.path.join(os.path.dirname(sys.executable), "seqeval"), "sweep", str(spec),
-               "--out", str(out), "--max-parallel", "1", "--no-progress"]
+    shutil.copytree(tiny_study.path, out)
+    old = {r["id"]: (out / r["path"] / "evaluations.csv").stat().st_mtime_ns
+           for r in _state(out)["runs"]}
+    spec = tmp_path / "bigger.toml"
+    spec.write_text(TINY_STUDY_SPEC.replace("[protocol]\n", "[protocol]\nseed = [0, 2]\n"))
+    command = [SEQEVAL, "sweep", str(spec), "--out", str(out), "--max-parallel", "1",
+               "--no-progress"]
     driver = subprocess.Popen(command, env={**os.environ, "MINARI_DATASETS_PATH": str(store)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     finished = None
@@ -324,7 +315,7 @@ def test_killed_driver_loses_no_finished_run_and_a_second_driver_is_refused(
             assert driver.poll() is None, driver.stdout.read()
             time.sleep(0.2)
             try:
-                runs = _state(out)["runs"]
+                runs = [r for r in _state(out)["runs"] if r["id"] not in old]
             except (OSError, ValueError):
                 continue
             if not refused and any(r["status"] == "running" for r in runs):
@@ -354,17 +345,26 @@ def test_killed_driver_loses_no_finished_run_and_a_second_driver_is_refused(
 
     assert _sweep(spec, out) == 0
     state = _state(out)
-    assert [r["status"] for r in state["runs"]] == ["complete"] * 3
+    assert len(state["runs"]) == 6 and [r["status"] for r in state["runs"]] == ["complete"] * 6
+    for record in state["runs"][:3]:  # the first sweep's runs: not run again
+        assert record["id"] in old and record["attempts"] == 1
+        assert (out / record["path"] / "evaluations.csv").stat().st_mtime_ns == \
+            old[record["id"]]
     again = next(r for r in state["runs"] if r["id"] == finished["id"])
     assert again["attempts"] == 1  # not run again
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files if p.is_file()}
     assert after == before
-    # Every run has each evaluation once, whether it was resumed or started afresh.
-    for record in state["runs"]:
+    # The study's compilation cache serves the runs of the sweep run again. (The run finished
+    # by the killed driver had no hits: the first run of seed 2's programs, it seems.)
+    assert max(r["cache_hits"] for r in state["runs"][3:]) > 10
+    # Every new run has each evaluation once per seed, whether resumed or started afresh.
+    for record in state["runs"][3:]:
+        assert record["full_protocol"]["seed"] == 2
         rows = (out / record["path"] / "evaluations.csv").read_text().splitlines()[1:]
-        assert [row.split(",")[:2] for row in rows] == [
-            [str(samples), str((samples - 8000) // 20 * 20)]
-            for samples in (8500, 9000, 9500, 10000)], rows
+        assert sorted(row.split(",")[:3] for row in rows) == sorted(
+            [str(samples), str((samples - 8500) // 25 * 10), str(seed)]
+            for samples in TINY_STUDY_EVALUATIONS for seed in (2, 3)), rows
+    assert len((out / "runs.csv").read_text().splitlines()) == 1 + 6
 
 
 def test_dry_run_lists_the_runs_and_creates_nothing(store, tmp_path, capsys):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXPERT
+from helpers import EXPERT
 
 from seqeval import tracking
 from seqeval.cli import main
