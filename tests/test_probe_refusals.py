@@ -179,7 +179,7 @@ def test_resuming_on_changed_data_is_refused_naming_the_dataset(store, tiny_run,
     data, blocks = load_datasets(EXPERT)
     assert config["dataset_fingerprint"] == run_context.dataset_fingerprint(data)
     changed = dataclasses.replace(data, **{field: getattr(data, field) * 1.001})
-    monkeypatch.setattr(run_context, "load_datasets", lambda spec: (changed, blocks))
+    monkeypatch.setattr(run_context, "load_datasets", lambda spec, env=None: (changed, blocks))
     copy = tmp_path / "run"
     shutil.copytree(tiny_run, copy)
     def files() -> dict[str, bytes]:  # the lock file records its last holder: not compared

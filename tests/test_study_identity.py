@@ -55,9 +55,9 @@ def _agent_folder(tmp_path: Path) -> Path:
     start = source.index("def loss(")
     end = source.index("def update(")
     (folder / "linear.py").write_text(source[:start].replace(
-        "from seqeval.agents import", "from helpers import loss\nfrom seqeval.agents import")
+        "from seqeval.agents import", "from linear_helpers import loss\nfrom seqeval.agents import")
         + source[end:])
-    (folder / "helpers.py").write_text(HELPERS)
+    (folder / "linear_helpers.py").write_text(HELPERS)
     return folder
 
 
@@ -95,18 +95,18 @@ def test_an_agent_file_imports_modules_beside_it_and_they_are_its_code(tmp_path)
     folder = _agent_folder(tmp_path)
     agent = get_agent(str(folder / "linear.py"))
     code = agent_code(agent)
-    assert {"linear.py", "helpers", "seqeval.agents", "seqeval.algorithms.nets"} <= set(code)
+    assert {"linear.py", "linear_helpers", "seqeval.agents", "seqeval.algorithms.nets"} <= set(code)
     before = agent_fingerprint(agent)
-    (folder / "helpers.py").write_text(HELPERS.replace("SCALE = 1.0", "SCALE = 2.0"))
+    (folder / "linear_helpers.py").write_text(HELPERS.replace("SCALE = 1.0", "SCALE = 2.0"))
     again = get_agent(str(folder / "linear.py"))  # the neighbour is read afresh
     assert agent_fingerprint(again) != before
-    assert {k for k in code if agent_code(again)[k] != code[k]} == {"helpers"}
-    # Another agent folder with its own helpers.py gets its own module, not the cached one.
+    assert {k for k in code if agent_code(again)[k] != code[k]} == {"linear_helpers"}
+    # Another agent folder with its own linear_helpers.py gets its own module, not the cached one.
     other = tmp_path / "other"
     shutil.copytree(folder, other)
-    (other / "helpers.py").write_text(HELPERS.replace("SCALE = 1.0", "SCALE = 3.0"))
+    (other / "linear_helpers.py").write_text(HELPERS.replace("SCALE = 1.0", "SCALE = 3.0"))
     third = get_agent(str(other / "linear.py"))
-    assert agent_code(third)["helpers"] != agent_code(again)["helpers"]
+    assert agent_code(third)["linear_helpers"] != agent_code(again)["linear_helpers"]
 
 
 def test_keys_are_full_hashes_of_the_whole_config_and_code(tmp_path):
@@ -192,10 +192,10 @@ def test_changed_code_reruns_into_a_new_directory_and_reports_follow_the_spec(
     assert "1 of 1 runs complete" in printed and "compile seconds" not in printed
 
     # A module the agent file imports changes: the run is made again, in a new directory.
-    (folder / "helpers.py").write_text(HELPERS.replace("SCALE = 1.0", "SCALE = 2.0"))
+    (folder / "linear_helpers.py").write_text(HELPERS.replace("SCALE = 1.0", "SCALE = 2.0"))
     assert _sweep(spec, out) == 0
     captured = capsys.readouterr()
-    assert f"{first['path']} is stale (code of helpers); re-run as" in captured.err
+    assert f"{first['path']} is stale (code of linear_helpers); re-run as" in captured.err
     assert "the folder holds 1 other runs" in captured.out
     old, new = _state(out)["runs"]
     assert (standing(old), standing(new)) == (STALE, "current")
@@ -203,7 +203,7 @@ def test_changed_code_reruns_into_a_new_directory_and_reports_follow_the_spec(
     assert old["superseded_by"] == new["id"] and old["status"] == "complete"
     assert {p: p.read_bytes() for p in first_dir.rglob("*") if p.is_file()} == first_files
     assert (out / "runs.csv").read_text().count("\n") == 2  # header and the current run
-    assert ",stale,code of helpers," in (out / "runs_all.csv").read_text()
+    assert ",stale,code of linear_helpers," in (out / "runs_all.csv").read_text()
 
     # Reports read the current spec's runs, say what they leave out; --all-runs adds them.
     assert expand_run_dirs([out]) == [out / new["path"]]
