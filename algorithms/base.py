@@ -159,6 +159,16 @@ class Metric:
                              f"{self.direction!r}")
 
 
+# The prequential `score` metrics of a Gaussian policy with twin critics (IQL, CQL, SAC, AWAC).
+GAUSSIAN_ACTOR_CRITIC_SCORES = {
+    "action_nll": Metric("lower", "policy's negative log-likelihood of the dataset's actions"),
+    "action_mse": Metric("lower", "policy mean's squared error on the dataset's actions"),
+    "td_error": Metric("lower", "critics' squared TD error on unseen transitions"),
+    "q_value": Metric("higher", "critics' minimum Q of the dataset's actions (a predicted "
+                                "return)"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Agent:
     """An algorithm: its config class and its pure functions."""

@@ -21,6 +21,7 @@ from flax.training.train_state import TrainState
 
 from seqeval.algorithms.base import (
     AT_LEAST_ONE,
+    GAUSSIAN_ACTOR_CRITIC_SCORES,
     NON_NEGATIVE,
     POSITIVE,
     Agent,
@@ -306,11 +307,7 @@ METRICS = {
                                "target, not the policy's quality"),
     "entropy": Metric(None, "policy entropy estimate"),
     "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
-    "action_nll": Metric("lower", "policy's negative log-likelihood of the dataset's actions"),
-    "action_mse": Metric("lower", "policy mean's squared error on the dataset's actions"),
-    "td_error": Metric("lower", "critics' squared TD error on unseen transitions"),
-    "q_value": Metric("higher", "critics' minimum Q of the dataset's actions (a predicted "
-                                "return)"),
+    **GAUSSIAN_ACTOR_CRITIC_SCORES,
 }
 
 AGENT = Agent(

@@ -18,6 +18,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from seqeval.algorithms.base import (
+    GAUSSIAN_ACTOR_CRITIC_SCORES,
     NON_NEGATIVE,
     OPEN_UNIT,
     POSITIVE,
@@ -241,11 +242,7 @@ METRICS = {
     "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
     "v_mean": Metric(None, "mean V of the batch's observations"),
     "weight_mean": Metric(None, "mean advantage weight of the actor loss"),
-    "action_nll": Metric("lower", "policy's negative log-likelihood of the dataset's actions"),
-    "action_mse": Metric("lower", "policy mean's squared error on the dataset's actions"),
-    "td_error": Metric("lower", "critics' squared TD error on unseen transitions"),
-    "q_value": Metric("higher", "critics' minimum Q of the dataset's actions (a predicted "
-                                "return)"),
+    **GAUSSIAN_ACTOR_CRITIC_SCORES,
 }
 
 AGENT = Agent(
