@@ -7,14 +7,47 @@ import contextlib
 import dataclasses
 import io
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
-from helpers import EXPERT, MIXED, RANDOM, TINY_STUDY_SPEC
-from pendulum_data import make_pendulum_dataset
+
+# Many tests compile the same small programs (the same agent, sizes and shapes): one persistent
+# JAX compilation cache for the whole session serves them from disk after the first compile. The
+# variables are set before JAX is first imported (helpers imports it), and pytest-xdist's workers
+# and the tests' `seqeval` subprocesses inherit them, so all share one cache. A cache the user
+# set is respected and kept.
+_SESSION_CACHE = "SEQEVAL_TEST_COMPILATION_CACHE"
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ[_SESSION_CACHE] = tempfile.mkdtemp(prefix="seqeval-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_SESSION_CACHE]
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+
+from helpers import EXPERT, MIXED, RANDOM, TINY_STUDY_SPEC  # noqa: E402
+from pendulum_data import make_pendulum_dataset  # noqa: E402
 
 warnings.filterwarnings("ignore", module="minari")
+
+
+# Tests that start a local Ray run on one pytest-xdist worker (`make test` runs `--dist
+# loadgroup`): two Ray instances starting side by side would compete for the same cores, and the
+# session's tiny study is then swept once, not once per worker.
+_RAY_MODULES = {"test_sweep.py", "test_study_identity.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tiny_study" in getattr(item, "fixturenames", ()) or item.path.name in _RAY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Only the process that made the cache (the controller, or a run without workers) removes it.
+    if os.environ.get(_SESSION_CACHE) and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ.pop(_SESSION_CACHE), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
