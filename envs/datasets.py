@@ -62,13 +62,12 @@ from seqeval.envs.sac import SACTrainer, policy_fn
 from seqeval.errors import UserError
 from seqeval.fileio import write_json_atomic
 from seqeval.scores import normalized_score
+from seqeval.seeds import derive_seed
 
 CARD_NAME = "card.json"
 AUTHOR = "seqeval dataset builder"
 PACKAGES = ("seqeval", "jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "minari",
             "h5py")
-# Collections get their own seed streams, apart from the training environments'.
-COLLECTION_SEED_OFFSET = {"random": 101, "medium": 202, "expert": 303}
 
 
 def minari_root() -> Path:
@@ -250,7 +249,8 @@ class SuiteBuilder:
     def _policy(self, quality: str, seed: int, deterministic: bool = False):
         learner = self.trainer.learner
         if quality == "random":
-            actor = learner.init(jax.random.PRNGKey(self.seed + 10_007))["agent"].actor.params
+            key = jax.random.PRNGKey(derive_seed(self.seed, "random policy"))
+            actor = learner.init(key)["agent"].actor.params
         else:
             actor = self.trainer.load_actor(self.behaviour_snapshot(quality))
         return policy_fn(learner, actor, seed, deterministic)
@@ -281,7 +281,7 @@ class SuiteBuilder:
         episodes = self.recipe.reference_episodes
         scores = {}
         for quality in ("random", "expert"):
-            seed = self.seed * 1000 + 17 + (quality == "expert")
+            seed = derive_seed(self.seed, f"reference {quality}")
             returns = rollout_returns(self._policy(quality, seed), self.recipe.gym_id,
                                       episodes, seed)
             scores[quality] = {"mean": float(returns.mean()), "std": float(returns.std()),
@@ -311,7 +311,7 @@ class SuiteBuilder:
             float(self.normalize(c["eval_return_mean"])) - MEDIUM_TARGET_SCORE))[:3]
         candidates = []
         for checkpoint in scored:
-            seed = self.seed * 1000 + 500 + checkpoint["index"]
+            seed = derive_seed(self.seed, "medium rescoring", checkpoint["index"])
             actor = self.trainer.load_actor(checkpoint["index"])
             returns = rollout_returns(policy_fn(self.trainer.learner, actor, seed, False),
                                       self.recipe.gym_id, 30, seed)
@@ -326,7 +326,7 @@ class SuiteBuilder:
         """(episodes, seconds it took, collection seed) for random, medium or expert data."""
         path = self.work_dir / f"collect_{quality}_{self.transitions}.npz"
         meta_path = path.with_suffix(".json")
-        seed = self.seed * 1000 + COLLECTION_SEED_OFFSET[quality]
+        seed = derive_seed(self.seed, f"collect {quality}")
         if path.exists() and meta_path.exists():
             return load_episodes(path), float(_read_json(meta_path)["seconds"]), seed
         start = time.perf_counter()

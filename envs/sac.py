@@ -38,6 +38,7 @@ from seqeval.algorithms.sac import SACConfig, SACState
 from seqeval.envs.rollout import EnvPool, Episode, load_episodes, rollout_returns, save_episodes
 from seqeval.errors import UserError
 from seqeval.fileio import write_bytes_atomic, write_json_atomic, write_npz_atomic
+from seqeval.seeds import derive_seed
 
 CHECKPOINT_FORMAT = 2  # 2: the agent's state, replay rows per segment, environments restored
 
@@ -255,7 +256,8 @@ class SACTrainer:
         rows = jax.device_get(jax.tree.map(lambda column: column[previous_size:size], buffer))
         write_npz_atomic(self.work_dir / f"rows_{index:04d}.npz", rows._asdict())
         returns = self.evaluate_actor(agent.actor.params, self.budget.snapshot_eval_episodes,
-                                      seed=self.seed * 7919 + index, deterministic=False)
+                                      seed=derive_seed(self.seed, "sac snapshot evaluation",
+                                                       index), deterministic=False)
         checkpoints.append({
             "index": index,
             "env_steps": env_steps,
@@ -311,7 +313,8 @@ class SACTrainer:
         update_debt = 0.0
         # Episode seeds depend on the pool seed, environment and episode index only, so a
         # restored pool resets each environment exactly as the uninterrupted run does.
-        pool = EnvPool(self.env_id, budget.num_envs, seed=self.seed * 1_000_003)
+        pool = EnvPool(self.env_id, budget.num_envs,
+                       seed=derive_seed(self.seed, "sac environments"))
         observations = pool.reset()
         segment: list[Episode] = []
         if previous is not None:
