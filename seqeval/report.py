@@ -20,7 +20,6 @@ docs/report.md defines every number and explains how to read the figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import itertools
 import math
@@ -33,6 +32,7 @@ import numpy as np
 
 from seqeval import stats
 from seqeval.errors import UserError
+from seqeval.results import write_csv
 from seqeval.runs import Group, SeedCurve, is_cumulative, load_groups
 
 OUTPUT_FILES = ("report.md", "per_dataset.csv", "aggregates.csv",
@@ -273,16 +273,6 @@ def _samples_text(interval: stats.Interval, defined: tuple[int, int]) -> str:
     if defined[0] < defined[1]:
         text += f" ({defined[0]} of {defined[1]} seeds)"
     return text
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A CSV table: floats to 6 significant digits, non-finite values as empty cells."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow(["" if isinstance(v, float) and not math.isfinite(v) else
-                             (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
 
 
 def _interval_cells(interval: stats.Interval) -> list[float]:

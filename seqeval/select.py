@@ -38,6 +38,7 @@ import numpy as np
 from seqeval import stats
 from seqeval.errors import UserError
 from seqeval.report import bootstrap_seed, summarise_seed
+from seqeval.results import TRAINING_KEYS
 from seqeval.runs import Group, Run, SeedCurve, load_groups
 
 if TYPE_CHECKING:  # base imports JAX; the CLI imports this module for every command
@@ -160,8 +161,7 @@ class SeedRecord:
         return {name for row in self.prequential for name in row.losses}
 
     def training_metrics(self) -> set[str]:
-        keys = {"samples", "gradient_steps", "seed", "phase"}
-        return {k for row in self.training for k in row if k not in keys}
+        return {k for row in self.training for k in row if k not in TRAINING_KEYS}
 
     def value(self, criterion: Criterion) -> float:
         """The criterion's value for the whole run (NaN: not recorded; criterion.worst: not
@@ -624,7 +624,7 @@ def _cells(interval: stats.Interval) -> list[float]:
 
 
 def write_tables(out: Path, result: SelectionResult) -> list[Path]:
-    from seqeval.report import write_csv
+    from seqeval.results import write_csv
 
     paths = [out / "selection.csv", out / "checkpoints.csv", out / "configurations.csv"]
     rows = []

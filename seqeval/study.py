@@ -24,12 +24,10 @@ Reports on a study read the runs of its current spec. This module plans and reco
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
 import difflib
 import fcntl
 import hashlib
-import io
 import itertools
 import json
 import math
@@ -49,6 +47,7 @@ from typing import Any
 
 from seqeval.errors import UserError
 from seqeval.fileio import write_json_atomic, write_text_atomic
+from seqeval.results import csv_text, read_config, read_evaluations, read_status
 
 STUDY_FILE = "study.json"
 RUNS_CSV = "runs.csv"
@@ -803,9 +802,7 @@ def _runs_table(records: Sequence[dict[str, Any]], all_runs: bool = False) -> st
         fixed[5:5] = ["standing", "stale_reason", "superseded_by"]
     protocol_keys = sorted({k for r in records for k in r.get("full_protocol", {})})
     agent_keys = sorted({k for r in records for k in r.get("agent_config", {})})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(fixed + protocol_keys + [f"agent.{k}" for k in agent_keys])
+    rows = []
     for record in records:
         results = record.get("results") or {}
         values = {**record, **results, "agent": record["agent_name"],
@@ -813,8 +810,8 @@ def _runs_table(records: Sequence[dict[str, Any]], all_runs: bool = False) -> st
         row = [values.get(k) for k in fixed]
         row += [record.get("full_protocol", {}).get(k) for k in protocol_keys]
         row += [record.get("agent_config", {}).get(k) for k in agent_keys]
-        writer.writerow([_csv_cell(v) for v in row])
-    return buffer.getvalue()
+        rows.append(row)
+    return csv_text(fixed + protocol_keys + [f"agent.{k}" for k in agent_keys], rows)
 
 
 def unwritable(path: Path, error: OSError) -> UserError:
@@ -824,22 +821,9 @@ def unwritable(path: Path, error: OSError) -> UserError:
                      "writable --out, then run the sweep again (it resumes where it stopped)")
 
 
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple):
-        return ",".join(_csv_cell(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 def run_is_complete(run_dir: Path) -> bool:
     """The run's own summary.json says it finished."""
-    try:
-        return json.loads((run_dir / "summary.json").read_text()).get("status") == "complete"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return read_status(run_dir) == "complete"
 
 
 def run_results(run_dir: Path) -> dict[str, float | None]:
@@ -847,10 +831,9 @@ def run_results(run_dir: Path) -> dict[str, float | None]:
     last offline evaluation; normalized area under the curve on samples 0..N)."""
     import numpy as np
 
-    from seqeval.results import read_evaluations
     from seqeval.stats import normalized_auc
 
-    config = json.loads((run_dir / "config.json").read_text())
+    config = read_config(run_dir) or {}
     transitions = int(config["dataset_info"]["transitions"])
     by_seed: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in read_evaluations(run_dir):
@@ -939,7 +922,7 @@ def adopt_run_dirs(study: StudyDir, state: dict[str, Any]) -> int:
         if relative in known:
             continue
         try:
-            config = json.loads(config_path.read_text())
+            config = read_config(run_dir) or {}
             protocol = dict(config.get("protocol") or {})
             record = {
                 "id": relative.removeprefix(f"{RUNS_DIR}/"), "path": relative,
@@ -952,7 +935,7 @@ def adopt_run_dirs(study: StudyDir, state: dict[str, Any]) -> int:
                 "agent_config": dict(config.get("agent_config") or {}),
                 **_new_status(),
             }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, UserError, KeyError, TypeError, AttributeError):
             continue  # not a run seqeval wrote: left where it is, unlisted
         state["runs"].append(record)
         adopted += 1
