@@ -22,16 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqeval import protocol
-from seqeval.algorithms.base import (
-    Agent,
-    DatasetStats,
-    Spaces,
-    agent_code_error,
-    config_to_dict,
-    get_agent,
-    resolve_batch_size,
-)
+from seqeval.algorithms.base import Agent, DatasetStats, Spaces, config_to_dict, resolve_batch_size
 from seqeval.algorithms.checks import abstract_batch, agent_fingerprint, check_agent
+from seqeval.algorithms.registry import agent_code_error, get_agent
 from seqeval.data import (  # noqa: F401 (FINGERPRINTED_ARRAYS: what the fingerprint covers)
     FINGERPRINTED_ARRAYS,
     OfflineData,

@@ -135,7 +135,7 @@ def checkpoint_criteria(prequential: Sequence[str], training: Sequence[str],
 
 def declared_metrics(group: Group) -> dict[str, Metric] | None:
     """The metric declarations of the group's agent (None when it cannot be loaded)."""
-    from seqeval.algorithms.base import get_agent
+    from seqeval.algorithms.registry import get_agent
 
     try:
         return dict(get_agent(group.runs[0].config.agent).metrics)

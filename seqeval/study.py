@@ -392,8 +392,9 @@ def _agent_axes(agent: Any, shared: dict[str, Any], own: dict[str, Any],
 def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[PlannedRun]:
     """Every run of a spec: datasets x agents x modes x protocol grid x agent grid, in that
     order. UserError (naming the key and the fix) on any unknown key, agent or bad value."""
-    from seqeval.algorithms.base import config_to_dict, get_agent
+    from seqeval.algorithms.base import config_to_dict
     from seqeval.algorithms.checks import agent_code
+    from seqeval.algorithms.registry import get_agent
 
     spec_dir = Path(spec_dir)
     for table in spec:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import EXPERT, RANDOM
 
-from seqeval.algorithms.base import get_agent
 from seqeval.algorithms.checks import agent_code, agent_fingerprint, agent_source_files
+from seqeval.algorithms.registry import get_agent
 from seqeval.cli import main
 from seqeval.errors import UserError
 from seqeval.study import (
