@@ -62,7 +62,7 @@ def sequential(spec: Path, out: Path, cache: bool) -> dict:
     """The study's runs one after another in this process (run as a child process, so JAX
     starts fresh): per-run timings as JSON."""
     started = time.perf_counter()
-    from seqeval.study import expand_spec, read_spec
+    from seqeval.spec import expand_spec, read_spec
     from seqeval.sweep import execute_run, use_compile_cache
 
     if cache:

@@ -41,12 +41,11 @@ from typing import Any
 
 from seqeval.errors import DivergenceError, UserError
 from seqeval.fileio import write_json_atomic
+from seqeval.spec import expand_spec, read_spec
 from seqeval.study import (
     OUTCOME_FIELDS,
     StudyDir,
     adopt_run_dirs,
-    expand_spec,
-    read_spec,
     run_is_complete,
     run_results,
     validate_plan,

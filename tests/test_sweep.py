@@ -22,7 +22,8 @@ from helpers import (
 )
 
 from seqeval.cli import main
-from seqeval.study import expand_run_dirs, expand_spec, read_spec
+from seqeval.spec import expand_spec, read_spec
+from seqeval.study import expand_run_dirs
 
 # Ray starts its processes (and the kill test its driver) by fork + exec, which runs no Python
 # in the child, so JAX's warning about forking a multithreaded process does not apply.
