@@ -151,7 +151,7 @@ class RunStatus:
     results: dict[str, float | None] | None = None  # final score and AUC (run_results)
 
 
-# What a run reports when it ends (seqeval.sweep.execute_run), copied into its RunStatus.
+# What a run reports when it ends (seqeval.worker.execute_run), copied into its RunStatus.
 OUTCOME_FIELDS = ("status", "reason", "pid", "node", "wall_time", "import_seconds",
                   "compile_seconds", "trace_seconds", "cache_hits", "cache_misses",
                   "xla_threads")
