@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from seqeval import stats
+from seqeval.csvfile import write_csv
 from seqeval.errors import UserError
-from seqeval.results import write_csv
 from seqeval.runs import Group, SeedCurve, is_cumulative, load_groups
 from seqeval.tables import interval_cells, markdown_table, with_ci
 

@@ -9,8 +9,10 @@
     RUN_DIR/run.lock            held (flock) by the run using the directory
 
 This module is the one owner of these formats: every file is written here and read back here
-(`read_evaluations`, `read_training`, `read_prequential`), and readers refuse damaged files with
-a `UserError` naming the file and line. It imports JAX only to save and load checkpoints.
+(`read_config`, `read_status`, `read_evaluations`, `read_training`, `read_prequential`), and
+readers refuse damaged files with a `UserError` naming the file and line. It imports JAX only to
+save and load checkpoints. It runs a little over 600 lines because a format's writer and its
+strict reader belong side by side; the CSV cells themselves are seqeval.csvfile's.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ import csv
 import dataclasses
 import datetime
 import fcntl
-import io
 import json
 import math
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from seqeval.csvfile import csv_text
 from seqeval.errors import UserError
 from seqeval.fileio import write_json_atomic, write_npz_atomic, write_text_atomic
 
@@ -56,36 +58,7 @@ def _damaged(path: Path, line: int | None, problem: str) -> UserError:
 
 
 # ---------------------------------------------------------------------------------------------
-# The one CSV writer (run logs, a study's runs tables, report and selection tables), and the
-# append-only run logs, strict to read.
-
-
-def _format(value: Any) -> str:
-    """A cell: floats to 6 significant digits, None and non-finite floats empty, a list or
-    tuple as its cells joined by commas."""
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple):
-        return ",".join(_format(v) for v in value)
-    if isinstance(value, float | np.floating):
-        return "" if not np.isfinite(value) else f"{float(value):.6g}"
-    return str(value)
-
-
-def csv_text(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
-    """CSV lines of `rows` (cells formatted by `_format`), after `header` unless it is None."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)  # "\r\n" line ends, the csv module's default
-    if header is not None:
-        writer.writerow(header)
-    for row in rows:
-        writer.writerow([_format(value) for value in row])
-    return buffer.getvalue()
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A whole CSV table, replaced atomically."""
-    write_text_atomic(path, csv_text(header, rows))
+# CSV logs (written by seqeval.csvfile, the one CSV writer): append-only, strict to read.
 
 
 class CsvLog:

@@ -12,7 +12,7 @@ import numpy as np
 
 from seqeval import stats
 from seqeval.criteria import Criterion
-from seqeval.results import write_csv
+from seqeval.csvfile import write_csv
 from seqeval.select import Cell, Selection, SelectionResult, chosen_criteria
 from seqeval.tables import interval_cells, markdown_table, with_ci
 

@@ -40,9 +40,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from seqeval.csvfile import csv_text
 from seqeval.errors import UserError
 from seqeval.fileio import write_json_atomic, write_text_atomic
-from seqeval.results import csv_text, read_config, read_evaluations, read_status
+from seqeval.results import read_config, read_evaluations, read_status
 from seqeval.spec import PlannedRun, format_value, unique_runs
 
 STUDY_FILE = "study.json"
