@@ -275,7 +275,7 @@ def old_builds() -> dict[str, list[tuple[str, dict]]]:
     return found
 
 
-def old_buildsnote() -> str | None:
+def old_builds_note() -> str | None:
     """One line saying how to rebuild old-id builds under seqeval's namespace, or None."""
     found = old_builds()
     if not found:
