@@ -26,14 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqeval.algorithms.base import (
-    ENTRY_POINT_GROUP,
-    USER_AGENT_PREFIX,
-    Agent,
-    Batch,
-    DatasetStats,
-    Spaces,
-)
+from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
+from seqeval.algorithms.registry import ENTRY_POINT_GROUP, USER_AGENT_PREFIX
 from seqeval.errors import UserError
 
 CHECK_ROWS = 3  # observations per act/explore check (distinct from any batch or action size)

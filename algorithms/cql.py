@@ -156,6 +156,32 @@ def _target_entropy(config: CQLConfig, action_dim: int) -> float:
     return -float(action_dim) if config.target_entropy is None else config.target_entropy
 
 
+def _sampled_actions(state: CQLState, observations: jax.Array, next_observations: jax.Array,
+                     key: jax.Array, n: int) -> tuple[jax.Array, ...]:
+    """One actor pass over [s; s'] gives every sampled action the critic step needs: N from
+    pi(.|s), N from pi(.|s') for the penalty, and one more from pi(.|s') for the TD target.
+    Returns (current, next-state, their log-probs, backup actions, their log-probs)."""
+    batch_size = observations.shape[0]
+    mean, log_std = state.actor.apply_fn(state.actor.params,
+                                         jnp.concatenate([observations, next_observations]))
+    sampled, sampled_log_probs = tanh_gaussian_sample(mean, log_std, key, n + 1)
+    sampled = jax.lax.stop_gradient(sampled)
+    current_actions, next_state_actions = jnp.split(sampled[:, :n], 2)
+    log_prob_current, log_prob_next = jnp.split(sampled_log_probs[:, :n], 2)
+    return (current_actions, next_state_actions, log_prob_current, log_prob_next,
+            sampled[batch_size:, n], sampled_log_probs[batch_size:, n])
+
+
+def _dual_ascent(config: CQLConfig, log_alpha_prime: TrainState, gap: jax.Array) -> TrainState:
+    """One step of the Lagrange dual on alpha': maximise alpha' * w * (gap - threshold)."""
+    def alpha_prime_loss_fn(params):
+        value = jnp.clip(jnp.exp(params["log"]), 0.0, 1e6)
+        return -0.5 * jnp.sum(value * config.cql_weight * (gap - config.lagrange_threshold))
+
+    return log_alpha_prime.apply_gradients(
+        grads=jax.grad(alpha_prime_loss_fn)(log_alpha_prime.params))
+
+
 def update(config: CQLConfig, state: CQLState, batch: Batch, key: jax.Array):
     batch_size, action_dim = batch.actions.shape
     n = config.num_sampled_actions
@@ -181,16 +207,8 @@ def update(config: CQLConfig, state: CQLState, batch: Batch, key: jax.Array):
         lambda p: entropy_temperature_loss(p["log"], log_probs, target_entropy))(
         state.log_alpha.params)
 
-    # One actor pass over [s; s'] gives every sampled action the critic step needs: N from
-    # pi(.|s), N from pi(.|s') for the penalty, and one more from pi(.|s') for the TD target.
-    mean, log_std = state.actor.apply_fn(state.actor.params,
-                                         jnp.concatenate([observations, next_observations]))
-    sampled, sampled_log_probs = tanh_gaussian_sample(mean, log_std, sample_key, n + 1)
-    sampled = jax.lax.stop_gradient(sampled)
-    current_actions, next_state_actions = jnp.split(sampled[:, :n], 2)
-    log_prob_current, log_prob_next = jnp.split(sampled_log_probs[:, :n], 2)
-    backup_actions = sampled[batch_size:, n]
-    backup_log_probs = sampled_log_probs[batch_size:, n]
+    (current_actions, next_state_actions, log_prob_current, log_prob_next, backup_actions,
+     backup_log_probs) = _sampled_actions(state, observations, next_observations, sample_key, n)
 
     next_q = jnp.min(state.critic.apply_fn(state.target_critic_params, next_observations,
                                            backup_actions), axis=0)
@@ -231,13 +249,7 @@ def update(config: CQLConfig, state: CQLState, batch: Batch, key: jax.Array):
         log_alpha = log_alpha.apply_gradients(grads=alpha_grad)
     log_alpha_prime = state.log_alpha_prime
     if config.lagrange:
-        # Dual ascent on alpha': maximise alpha' * w * (gap - threshold).
-        def alpha_prime_loss_fn(params):
-            value = jnp.clip(jnp.exp(params["log"]), 0.0, 1e6)
-            return -0.5 * jnp.sum(value * config.cql_weight * (gap - config.lagrange_threshold))
-
-        log_alpha_prime = log_alpha_prime.apply_gradients(
-            grads=jax.grad(alpha_prime_loss_fn)(log_alpha_prime.params))
+        log_alpha_prime = _dual_ascent(config, log_alpha_prime, gap)
 
     state = state.replace(
         actor=state.actor.apply_gradients(grads=actor_grads),

@@ -132,7 +132,8 @@ def env_steps_per_second(env: str, steps: int, num_envs: int) -> float:
 
 
 def build_pendulum() -> None:
-    from seqeval.envs.datasets import build_datasets, read_card
+    from seqeval.envs.datasets import build_datasets
+    from seqeval.envs.store import read_card
 
     with tempfile.TemporaryDirectory() as store:
         os.environ["MINARI_DATASETS_PATH"] = store

@@ -62,8 +62,8 @@ def sequential(spec: Path, out: Path, cache: bool) -> dict:
     """The study's runs one after another in this process (run as a child process, so JAX
     starts fresh): per-run timings as JSON."""
     started = time.perf_counter()
-    from seqeval.study import expand_spec, read_spec
-    from seqeval.sweep import execute_run, use_compile_cache
+    from seqeval.spec import expand_spec, read_spec
+    from seqeval.worker import execute_run, use_compile_cache
 
     if cache:
         use_compile_cache(out / "compile_cache")
@@ -81,7 +81,8 @@ def sequential(spec: Path, out: Path, cache: bool) -> dict:
 
 
 def through_ray(spec: Path, out: Path, cache: bool) -> dict:
-    from seqeval.sweep import SweepOptions, ray_session, run_study
+    from seqeval.ray_cluster import ray_session
+    from seqeval.sweep import SweepOptions, run_study
 
     started = time.perf_counter()
     with ray_session(None, out):

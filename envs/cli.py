@@ -16,7 +16,8 @@ def _note(message: str | None) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from seqeval.envs.datasets import build_datasets, minari_root, old_builds_note, read_card
+    from seqeval.envs.datasets import build_datasets
+    from seqeval.envs.store import minari_root, old_builds_note, read_card
 
     minari_root()  # a store that cannot be a folder is refused before anything is built
     _note(old_builds_note())
@@ -105,7 +106,12 @@ def d4rl_rows() -> tuple[list[dict], list[tuple[str, str]]]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from seqeval import d4rl
-    from seqeval.envs.datasets import damaged_datasets, list_datasets, minari_root, old_builds_note
+    from seqeval.envs.store import (
+        damaged_datasets,
+        list_datasets,
+        minari_root,
+        old_builds_note,
+    )
 
     root = minari_root()
     rows = list_datasets()

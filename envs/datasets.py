@@ -23,27 +23,15 @@ missing, unreadable, or of other sizes than its card records) is rebuilt, with a
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
-import json
-import os
-import platform
-import shutil
-import sys
 import time
-import warnings
-from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from seqeval.data import minari_store
 from seqeval.envs.registry import (
     MEDIUM_TARGET_SCORE,
-    NAMESPACE,
-    OLD_NAMESPACES,
     QUALITIES,
     RECIPES,
     EnvRecipe,
@@ -59,148 +47,24 @@ from seqeval.envs.rollout import (
     save_episodes,
 )
 from seqeval.envs.sac import SACTrainer, policy_fn
+from seqeval.envs.store import (
+    CARD_NAME,
+    FOREIGN,
+    dataset_dir,
+    dataset_files,
+    dataset_problem,
+    install_dataset,
+    minari_root,
+    note,
+    package_versions,
+    read_json,
+    remove_dead_staging,
+    stage_dataset,
+)
 from seqeval.errors import UserError
 from seqeval.fileio import write_json_atomic
 from seqeval.scores import normalized_score
-
-CARD_NAME = "card.json"
-AUTHOR = "seqeval dataset builder"
-PACKAGES = ("seqeval", "jax", "jaxlib", "flax", "optax", "numpy", "gymnasium", "mujoco", "minari",
-            "h5py")
-# Collections get their own seed streams, apart from the training environments'.
-COLLECTION_SEED_OFFSET = {"random": 101, "medium": 202, "expert": 303}
-
-
-def minari_root() -> Path:
-    """The local Minari store (MINARI_DATASETS_PATH, else ~/.minari/datasets); a UserError
-    when that path is not a folder."""
-    return minari_store()
-
-
-def dataset_dir(dataset_id: str) -> Path:
-    return minari_root() / dataset_id
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _note(message: str) -> None:
-    print(f"seqeval: note: {message}", file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------
-# Datasets written whole: staged, then renamed into place; checked before being kept.
-
-
-FOREIGN = "not built by seqeval"
-
-
-def dataset_files(root: Path) -> dict[str, int]:
-    """Size in bytes of every file of a dataset's `data/` directory, by relative path."""
-    return {str(path.relative_to(root)): path.stat().st_size
-            for path in sorted((root / "data").rglob("*")) if path.is_file()}
-
-
-def dataset_problem(dataset_id: str) -> str | None:
-    """None when a local dataset is complete (its card is readable, every file it lists is
-    there with the recorded size, Minari's metadata and hdf5 file open and agree with the
-    card); FOREIGN for a dataset seqeval did not build; else what is wrong."""
-    import h5py
-
-    root = dataset_dir(dataset_id)
-    try:
-        metadata = json.loads((root / "data" / "metadata.json").read_text())
-    except (OSError, ValueError):
-        metadata = None
-    try:
-        card = _read_json(root / CARD_NAME)
-    except (OSError, ValueError):
-        return f"{CARD_NAME} is unreadable"
-    if card is None:
-        if metadata is not None and metadata.get("author") and AUTHOR not in metadata["author"]:
-            return FOREIGN
-        return f"it has no {CARD_NAME} (an interrupted write)"
-    if metadata is None:
-        return "data/metadata.json is missing or unreadable"
-    for name, size in card.get("files", {}).items():
-        path = root / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes, the card says {size}"
-    if (metadata.get("total_steps"), metadata.get("total_episodes")) != (
-            card.get("transitions"), card.get("episodes")):
-        return "its metadata and card count different transitions or episodes"
-    data_file = root / "data" / "main_data.hdf5"
-    if data_file.exists():
-        try:
-            with h5py.File(data_file, "r") as handle:
-                episodes = len(handle)
-        except OSError:
-            return "data/main_data.hdf5 is unreadable"
-        if episodes != card.get("episodes"):
-            return (f"data/main_data.hdf5 holds {episodes} episodes, the card says "
-                    f"{card['episodes']}")
-    return None
-
-
-def _staging_root() -> Path:
-    return minari_root() / ".seqeval_builds" / "staging"
-
-
-def _remove_dead_staging() -> None:
-    """Delete what killed builds left in the staging directory (named by their process id)."""
-    root = _staging_root()
-    if not root.is_dir():
-        return
-    for entry in root.iterdir():
-        try:
-            pid = int(entry.name.split(".")[1])
-            os.kill(pid, 0)
-            continue  # a live build's
-        except (IndexError, ValueError, ProcessLookupError):
-            pass
-        except PermissionError:
-            continue  # another user's live process
-        shutil.rmtree(entry, ignore_errors=True)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def install_dataset(staging: Path, dataset_id: str) -> None:
-    """Move a completely written dataset from `staging` into the store (replacing any
-    dataset already there only once the new one is complete)."""
-    from minari.namespace import create_namespace, list_local_namespaces
-
-    _fsync_tree(staging)
-    final = dataset_dir(dataset_id)
-    namespace = dataset_id.rpartition("/")[0]
-    if namespace and namespace not in list_local_namespaces():
-        create_namespace(namespace)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        replaced = staging.with_name(staging.name + ".replaced")
-        os.rename(final, replaced)
-        os.rename(staging, final)
-        shutil.rmtree(replaced)
-    else:
-        os.rename(staging, final)
+from seqeval.seeds import derive_seed
 
 
 def natural_returns(episodes: list[Episode], max_episode_steps: int | None) -> np.ndarray:
@@ -250,7 +114,8 @@ class SuiteBuilder:
     def _policy(self, quality: str, seed: int, deterministic: bool = False):
         learner = self.trainer.learner
         if quality == "random":
-            actor = learner.init(jax.random.PRNGKey(self.seed + 10_007))["agent"].actor.params
+            key = jax.random.PRNGKey(derive_seed(self.seed, "random policy"))
+            actor = learner.init(key)["agent"].actor.params
         else:
             actor = self.trainer.load_actor(self.behaviour_snapshot(quality))
         return policy_fn(learner, actor, seed, deterministic)
@@ -265,7 +130,7 @@ class SuiteBuilder:
     def reference_scores(self) -> dict:
         """Mean returns of the random and the expert policy over `reference_episodes` each."""
         path = self.work_dir / "reference_scores.json"
-        cached = _read_json(path)
+        cached = read_json(path)
         if cached is None:
             cached = self._measure_reference_scores()
             write_json_atomic(path, cached)
@@ -281,7 +146,7 @@ class SuiteBuilder:
         episodes = self.recipe.reference_episodes
         scores = {}
         for quality in ("random", "expert"):
-            seed = self.seed * 1000 + 17 + (quality == "expert")
+            seed = derive_seed(self.seed, f"reference {quality}")
             returns = rollout_returns(self._policy(quality, seed), self.recipe.gym_id,
                                       episodes, seed)
             scores[quality] = {"mean": float(returns.mean()), "std": float(returns.std()),
@@ -300,7 +165,7 @@ class SuiteBuilder:
         target are re-scored on more episodes before choosing, to cut the noise.
         """
         path = self.work_dir / "medium.json"
-        cached = _read_json(path)
+        cached = read_json(path)
         if cached is not None:
             return cached
         checkpoints = self.trainer.read_progress()["checkpoints"][:-1]  # the last is the expert
@@ -311,7 +176,7 @@ class SuiteBuilder:
             float(self.normalize(c["eval_return_mean"])) - MEDIUM_TARGET_SCORE))[:3]
         candidates = []
         for checkpoint in scored:
-            seed = self.seed * 1000 + 500 + checkpoint["index"]
+            seed = derive_seed(self.seed, "medium rescoring", checkpoint["index"])
             actor = self.trainer.load_actor(checkpoint["index"])
             returns = rollout_returns(policy_fn(self.trainer.learner, actor, seed, False),
                                       self.recipe.gym_id, 30, seed)
@@ -326,9 +191,9 @@ class SuiteBuilder:
         """(episodes, seconds it took, collection seed) for random, medium or expert data."""
         path = self.work_dir / f"collect_{quality}_{self.transitions}.npz"
         meta_path = path.with_suffix(".json")
-        seed = self.seed * 1000 + COLLECTION_SEED_OFFSET[quality]
+        seed = derive_seed(self.seed, f"collect {quality}")
         if path.exists() and meta_path.exists():
-            return load_episodes(path), float(_read_json(meta_path)["seconds"]), seed
+            return load_episodes(path), float(read_json(meta_path)["seconds"]), seed
         start = time.perf_counter()
         with tqdm(total=self.transitions, desc=f"collect {self.recipe.name} {quality}",
                   unit="step", disable=not self.progress, dynamic_ncols=True) as bar:
@@ -378,10 +243,6 @@ class SuiteBuilder:
     def write_dataset(self, quality: str, train_seconds: float) -> dict:
         """Write one Minari dataset and its card (staged, then renamed into place); returns
         the card."""
-        import minari
-        from minari.data_collector import EpisodeBuffer
-        from minari.dataset.minari_storage import MinariStorage
-
         dataset_id = self.recipe.dataset_id(quality)
         episodes, collect_seconds, provenance = self.episodes_for(quality)
         refs = self.reference_scores()
@@ -395,35 +256,14 @@ class SuiteBuilder:
             f"normalized score {behaviour_score:.1f}. Reference scores: mean return of the "
             f"random and the expert policy over {self.recipe.reference_episodes} episodes."
         )
-        buffers = [
-            EpisodeBuffer(id=number, seed=e.seed, observations=e.observations,
-                          actions=e.actions, rewards=e.rewards, terminations=e.terminations,
-                          truncations=e.truncations)
-            for number, e in enumerate(episodes)
-        ]
         write_start = time.perf_counter()
-        staging = _staging_root() / f"{dataset_id.replace('/', '__')}.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "data").mkdir(parents=True)
-        gym_spec = gym.spec(self.recipe.gym_id)
-        env = gym.make(gym_spec)
-        # Minari's create_dataset_from_buffers writes straight into the store; its storage
-        # class writes anywhere, so the dataset is written whole before it appears there.
-        storage = MinariStorage.new(staging / "data", observation_space=env.observation_space,
-                                    action_space=env.action_space, env_spec=gym_spec)
-        env.close()
-        storage.update_metadata({
-            "dataset_id": dataset_id,
-            "author": {AUTHOR},
+        staging = stage_dataset(dataset_id, self.recipe.gym_id, episodes, {
             "algorithm_name": "SAC (seqeval, JAX)",
             "description": description,
-            "minari_version": minari.__version__,
-            "eval_env_spec": gym_spec.to_json(),
             "ref_min_score": refs["ref_min_score"],
             "ref_max_score": refs["ref_max_score"],
             "num_episodes_average_score": self.recipe.reference_episodes,
         })
-        storage.update_episodes(buffers)
         write_seconds = time.perf_counter() - write_start
         card = {
             "dataset_id": dataset_id,
@@ -464,10 +304,10 @@ class SuiteBuilder:
         if problem is None:
             return False
         if problem == FOREIGN:
-            _note(f"kept {dataset_id}: it was not built by seqeval (no {CARD_NAME}); "
+            note(f"kept {dataset_id}: it was not built by seqeval (no {CARD_NAME}); "
                   "--force replaces it")
             return False
-        _note(f"rebuilding {dataset_id}: {problem}")
+        note(f"rebuilding {dataset_id}: {problem}")
         return True
 
     def build(self, qualities: tuple[str, ...], force: bool = False) -> list[str]:
@@ -477,7 +317,7 @@ class SuiteBuilder:
         todo = [q for q in qualities if self._needs_building(q, force)]
         if not todo:
             return ids
-        _remove_dead_staging()
+        remove_dead_staging()
         progress = self.train()
         train_seconds = float(progress.get("train_seconds", 0.0))
         for quality in todo:
@@ -507,112 +347,14 @@ def ensure_datasets(env: str, transitions: int | None = None) -> list[str]:
     return build_datasets(env, transitions=transitions)
 
 
-def read_card(dataset_id: str) -> dict | None:
-    return _read_json(dataset_dir(dataset_id) / CARD_NAME)
 
 
-def list_datasets() -> list[dict]:
-    """Every readable local Minari dataset: its card when seqeval built it, else Minari's
-    metadata (`damaged_datasets` names the others)."""
-    import minari
-
-    minari_store()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        local = minari.list_local_datasets()
-    rows = []
-    for dataset_id, metadata in local.items():
-        card = read_card(dataset_id)
-        if card is not None:
-            rows.append({**card, "has_card": True})
-            continue
-        rows.append({
-            "dataset_id": dataset_id,
-            "transitions": metadata.get("total_steps"),
-            "episodes": metadata.get("total_episodes"),
-            "behaviour_normalized_score": None,
-            "ref_min_score": metadata.get("ref_min_score"),
-            "ref_max_score": metadata.get("ref_max_score"),
-            "has_card": False,
-        })
-    return rows
 
 
-def damaged_datasets() -> list[tuple[str, str]]:
-    """(id, problem) of every folder in the store that looks like a Minari dataset (it has a
-    `data/` folder, as Minari decides) but that Minari cannot list."""
-    from minari.dataset.minari_storage import MinariStorage
-
-    root = minari_store()
-    found: list[tuple[str, str]] = []
-
-    def visit(folder: Path) -> None:
-        if (folder / "data").is_dir():
-            dataset_id = folder.relative_to(root).as_posix()
-            try:
-                metadata = MinariStorage.read_raw_metadata(str(folder / "data"))
-                if metadata.get("dataset_id") != dataset_id:
-                    found.append((dataset_id, f"its metadata names it "
-                                  f"'{metadata.get('dataset_id')}'"))
-            except Exception as error:  # missing or damaged metadata.json
-                detail = str(error).splitlines()[0] if str(error) else ""
-                found.append((dataset_id, f"data/metadata.json cannot be read "
-                              f"({type(error).__name__}{': ' + detail[:120] if detail else ''})"))
-            return
-        try:
-            children = sorted(folder.iterdir())
-        except OSError as error:  # a folder we may not read
-            found.append((folder.relative_to(root).as_posix() or ".",
-                          f"its folder cannot be read ({error.strerror or error})"))
-            return
-        for child in children:
-            if child.is_dir() and not child.name.startswith("."):
-                visit(child)
-
-    visit(root)
-    return found
 
 
-def old_builds() -> dict[str, list[tuple[str, dict]]]:
-    """seqeval's builds under the ids it used before its own namespace (`pendulum/...`,
-    `mujoco/<env>/...`, recognised by seqeval's card), by environment."""
-    found: dict[str, list[tuple[str, dict]]] = {}
-    for row in list_datasets():
-        dataset_id = row["dataset_id"]
-        env = row.get("env")
-        if (not row.get("has_card") or env not in OLD_NAMESPACES
-                or not dataset_id.startswith(OLD_NAMESPACES[env] + "/")):
-            continue
-        found.setdefault(env, []).append((dataset_id, row))
-    return found
 
 
-def old_builds_note() -> str | None:
-    """One line saying how to rebuild old-id builds under seqeval's namespace, or None."""
-    found = old_builds()
-    if not found:
-        return None
-    commands, folders = [], []
-    for env, builds in found.items():
-        cards = [card for _, card in builds]
-        plain = [c for c in cards if c.get("quality") in ("random", "medium", "expert")]
-        card = (plain or cards)[0]
-        budget = card.get("sac_budget", {})
-        command = f"seqeval datasets build {env} --seed {card.get('seeds', {}).get('sac', 0)}"
-        if "env_steps" in budget:
-            command += f" --sac-steps {budget['env_steps']}"
-        if "checkpoint_every" in budget:
-            command += f" --checkpoint-every {budget['checkpoint_every']}"
-        if plain:
-            command += f" --transitions {card['transitions']}"
-        commands.append(f"'{command}'")
-        folders += [str(dataset_dir(dataset_id)) for dataset_id, _ in builds]
-    ids = [dataset_id for builds in found.values() for dataset_id, _ in builds]
-    return (f"{len(ids)} dataset(s) built by an earlier seqeval sit under old ids "
-            f"({', '.join(ids)}); seqeval's builds are now {NAMESPACE}/<env>/<quality>-v0: "
-            f"rebuild them with {' and '.join(commands)} (the SAC training cached in "
-            f"{minari_root() / '.seqeval_builds'} is reused), then delete the old folders: "
-            f"rm -r {' '.join(folders)}")
 
 
 __all__ = [
@@ -621,7 +363,4 @@ __all__ = [
     "SuiteBuilder",
     "build_datasets",
     "ensure_datasets",
-    "list_datasets",
-    "read_card",
-    "minari_root",
 ]

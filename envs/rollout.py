@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from seqeval.fileio import write_npz_atomic
+from seqeval.seeds import pool_episode_seed
 
 # ---------------------------------------------------------------------------------------------
 # Actions: [-1, 1] <-> the environment's bounds
@@ -173,11 +174,6 @@ class Episode:
                        self.rewards[:length], terminations, truncations, self.seed)
 
 
-def episode_seed(pool_seed: int, env_index: int, episode_index: int) -> int:
-    return int(np.random.SeedSequence([pool_seed, env_index, episode_index]).generate_state(1)[0]
-               & 0x7FFFFFFF)
-
-
 class EnvPool:
     """`num_envs` copies of one environment stepped in lockstep, resetting each when it ends
     and recording every episode."""
@@ -199,7 +195,7 @@ class EnvPool:
         return self.group.num_envs
 
     def _reset_env(self, index: int) -> None:
-        seed = episode_seed(self.seed, index, self.episode_counts[index])
+        seed = pool_episode_seed(self.seed, index, self.episode_counts[index])
         self.episode_counts[index] += 1
         observation = self.group.reset(index, seed)
         self._open[index] = {"seed": seed, "observations": [observation], "actions": [],
@@ -362,7 +358,7 @@ def rollout_returns(policy: PolicyFn, env_id: str, episodes: int, seed: int,
     try:
         for wave in range(0, episodes, group.num_envs):
             count = min(group.num_envs, episodes - wave)
-            seeds = [episode_seed(seed, wave + index, 0) for index in range(count)]
+            seeds = [pool_episode_seed(seed, wave + index, 0) for index in range(count)]
             returns.extend(run_episodes(group, counted, seeds).tolist())
     finally:
         group.close()

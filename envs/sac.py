@@ -38,6 +38,7 @@ from seqeval.algorithms.sac import SACConfig, SACState
 from seqeval.envs.rollout import EnvPool, Episode, load_episodes, rollout_returns, save_episodes
 from seqeval.errors import UserError
 from seqeval.fileio import write_bytes_atomic, write_json_atomic, write_npz_atomic
+from seqeval.seeds import derive_seed
 
 CHECKPOINT_FORMAT = 2  # 2: the agent's state, replay rows per segment, environments restored
 
@@ -151,6 +152,22 @@ class TrainBudget:
     snapshot_eval_episodes: int = 10  # episodes to score each actor snapshot
 
 
+@dataclasses.dataclass
+class _TrainLoop:
+    """What SACTrainer.train carries from one chunk to the next (saved in each checkpoint)."""
+
+    carry: Any  # the learner's state and key
+    buffer: Batch  # the replay buffer, on the device
+    pool: EnvPool
+    observations: np.ndarray  # the environments' current observations
+    size: int = 0  # rows in the buffer
+    env_steps: int = 0
+    checkpoints: list[dict] = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
+    update_debt: float = 0.0  # gradient steps owed so far (carried across a resume)
+    segment: list[Episode] = dataclasses.field(default_factory=list)  # since the checkpoint
+
+
 class SACTrainer:
     """Trains SAC on one environment, writing checkpoints into `work_dir`.
 
@@ -255,7 +272,8 @@ class SACTrainer:
         rows = jax.device_get(jax.tree.map(lambda column: column[previous_size:size], buffer))
         write_npz_atomic(self.work_dir / f"rows_{index:04d}.npz", rows._asdict())
         returns = self.evaluate_actor(agent.actor.params, self.budget.snapshot_eval_episodes,
-                                      seed=self.seed * 7919 + index, deterministic=False)
+                                      seed=derive_seed(self.seed, "sac snapshot evaluation",
+                                                       index), deterministic=False)
         checkpoints.append({
             "index": index,
             "env_steps": env_steps,
@@ -302,97 +320,105 @@ class SACTrainer:
             if previous.get("complete"):
                 return previous
         self._inexact_resumes: list[int] = list((previous or {}).get("inexact_resumes", []))
-        carry = self.learner.init(jax.random.PRNGKey(self.seed))
-        buffer = empty_buffer(self.capacity, self.observation_dim, self.action_dim)
-        size = env_steps = 0
-        checkpoints: list[dict] = []
-        train_seconds = 0.0
-        # Gradient steps owed so far (carried between chunks, and across a resume).
-        update_debt = 0.0
-        # Episode seeds depend on the pool seed, environment and episode index only, so a
-        # restored pool resets each environment exactly as the uninterrupted run does.
-        pool = EnvPool(self.env_id, budget.num_envs, seed=self.seed * 1_000_003)
-        observations = pool.reset()
-        segment: list[Episode] = []
-        if previous is not None:
-            checkpoints = list(previous["checkpoints"])
-            last = len(checkpoints) - 1
-            carry = flax.serialization.from_bytes(carry, self._state_path(last).read_bytes())
-            rows = Batch(**{name: jnp.asarray(column)
-                            for name, column in self.replay_rows(last).items()})
-            buffer = buffer_insert(buffer, rows, jnp.int32(0))
-            size = int(previous["buffer_size"])
-            env_steps = int(previous["env_steps"])
-            train_seconds = float(previous.get("train_seconds", 0.0))
-            update_debt = float(previous.get("update_debt", 0.0))
-            with np.load(self._open_path(last)) as saved:
-                env_indices = saved["env_indices"].tolist()
-            # Episodes that cannot be continued enter the record truncated where they were cut.
-            segment = pool.restore(previous["episode_counts"],
-                                   load_episodes(self._open_path(last)), env_indices)
-            observations = pool.group.policy_input()
-            if segment:
-                self._inexact_resumes.append(last)
-                print(f"seqeval: warning: {self.env_id} did not replay deterministically, so "
-                      f"the SAC run resumed at checkpoint {last} differs from an "
-                      "uninterrupted one (episodes running there end truncated)",
-                      file=sys.stderr)
+        loop = self._start(previous)
         steps_per_chunk = max(1, budget.chunk_env_steps // budget.num_envs)
-        bar = tqdm(total=budget.env_steps, initial=env_steps, desc=f"SAC {self.env_id}",
+        bar = tqdm(total=budget.env_steps, initial=loop.env_steps, desc=f"SAC {self.env_id}",
                    unit="step", disable=not self.progress, dynamic_ncols=True)
-        start = time.perf_counter() - train_seconds
+        start = time.perf_counter() - loop.train_seconds
         metrics: dict = {}
-        next_checkpoint = (len(checkpoints) + 1) * budget.checkpoint_every
+        next_checkpoint = (len(loop.checkpoints) + 1) * budget.checkpoint_every
         try:
-            while env_steps < budget.env_steps:
-                chunk_rows = []
-                for _ in range(steps_per_chunk):
-                    key = jax.random.fold_in(carry["key"], env_steps)
-                    actions = np.asarray(self.learner.explore(carry["agent"],
-                                                              jnp.asarray(observations), key))
-                    observations, transitions, finished = pool.step(actions)
-                    chunk_rows.append(transitions)
-                    segment.extend(finished)
-                    env_steps += budget.num_envs
-                    if env_steps >= next_checkpoint or env_steps >= budget.env_steps:
-                        break
-                rows = Batch(*(jnp.asarray(np.concatenate(column), jnp.float32)
-                               for column in zip(*chunk_rows, strict=True)))
-                buffer = buffer_insert(buffer, rows, jnp.int32(size))
+            while loop.env_steps < budget.env_steps:
+                rows = self._collect_chunk(loop, steps_per_chunk, next_checkpoint)
+                loop.buffer = buffer_insert(loop.buffer, rows, jnp.int32(loop.size))
                 added = rows.rewards.shape[0]
-                size += added
+                loop.size += added
                 bar.update(added)
-                if size >= budget.learning_starts:
-                    update_debt += added * budget.updates_per_step
+                if loop.size >= budget.learning_starts:
+                    loop.update_debt += added * budget.updates_per_step
                     # A fixed chunk length keeps one compiled program; the remainder waits.
                     chunk_updates = int(budget.chunk_env_steps * budget.updates_per_step)
-                    while update_debt >= chunk_updates > 0:
-                        carry, metrics = self.learner.update_chunk(carry, buffer,
-                                                                   jnp.int32(size), chunk_updates)
-                        update_debt -= chunk_updates
+                    while loop.update_debt >= chunk_updates > 0:
+                        loop.carry, metrics = self.learner.update_chunk(
+                            loop.carry, loop.buffer, jnp.int32(loop.size), chunk_updates)
+                        loop.update_debt -= chunk_updates
                     if metrics:
                         bar.set_postfix(
-                            ret=f"{pool.recent_return():.0f}",
+                            ret=f"{loop.pool.recent_return():.0f}",
                             q=f"{float(metrics['q_mean']):.1f}",
                             alpha=f"{float(metrics['alpha']):.3f}",
                         )
-                if env_steps >= next_checkpoint or env_steps >= budget.env_steps:
-                    self._save_checkpoint(carry, buffer, size, env_steps, segment, pool,
-                                          checkpoints, time.perf_counter() - start, update_debt)
+                if loop.env_steps >= next_checkpoint or loop.env_steps >= budget.env_steps:
+                    self._save_checkpoint(loop.carry, loop.buffer, loop.size, loop.env_steps,
+                                          loop.segment, loop.pool, loop.checkpoints,
+                                          time.perf_counter() - start, loop.update_debt)
                     if self.on_checkpoint is not None:
-                        self.on_checkpoint(len(checkpoints))
-                    segment = []
+                        self.on_checkpoint(len(loop.checkpoints))
+                    loop.segment = []
                     next_checkpoint += budget.checkpoint_every
-                    last = checkpoints[-1]
+                    last = loop.checkpoints[-1]
                     if self.progress:
-                        bar.write(f"checkpoint {last['index']}: {env_steps} env steps, "
+                        bar.write(f"checkpoint {last['index']}: {loop.env_steps} env steps, "
                                   f"snapshot return {last['eval_return_mean']:.1f}")
         finally:
             bar.close()
-            pool.close()
+            loop.pool.close()
         progress = self.read_progress()
         assert progress is not None
         return progress
+
+    def _start(self, previous: dict | None) -> _TrainLoop:
+        """The loop's state: fresh, or restored from the last checkpoint of `previous`."""
+        carry = self.learner.init(jax.random.PRNGKey(self.seed))
+        buffer = empty_buffer(self.capacity, self.observation_dim, self.action_dim)
+        # Episode seeds depend on the pool seed, environment and episode index only, so a
+        # restored pool resets each environment exactly as the uninterrupted run does.
+        pool = EnvPool(self.env_id, self.budget.num_envs,
+                       seed=derive_seed(self.seed, "sac environments"))
+        loop = _TrainLoop(carry=carry, buffer=buffer, pool=pool, observations=pool.reset())
+        if previous is None:
+            return loop
+        loop.checkpoints = list(previous["checkpoints"])
+        last = len(loop.checkpoints) - 1
+        loop.carry = flax.serialization.from_bytes(carry, self._state_path(last).read_bytes())
+        rows = Batch(**{name: jnp.asarray(column)
+                        for name, column in self.replay_rows(last).items()})
+        loop.buffer = buffer_insert(buffer, rows, jnp.int32(0))
+        loop.size = int(previous["buffer_size"])
+        loop.env_steps = int(previous["env_steps"])
+        loop.train_seconds = float(previous.get("train_seconds", 0.0))
+        loop.update_debt = float(previous.get("update_debt", 0.0))
+        with np.load(self._open_path(last)) as saved:
+            env_indices = saved["env_indices"].tolist()
+        # Episodes that cannot be continued enter the record truncated where they were cut.
+        loop.segment = pool.restore(previous["episode_counts"],
+                                    load_episodes(self._open_path(last)), env_indices)
+        loop.observations = pool.group.policy_input()
+        if loop.segment:
+            self._inexact_resumes.append(last)
+            print(f"seqeval: warning: {self.env_id} did not replay deterministically, so "
+                  f"the SAC run resumed at checkpoint {last} differs from an "
+                  "uninterrupted one (episodes running there end truncated)",
+                  file=sys.stderr)
+        return loop
+
+    def _collect_chunk(self, loop: _TrainLoop, steps_per_chunk: int,
+                       next_checkpoint: int) -> Batch:
+        """Step every environment with the current policy until the chunk is full or a
+        checkpoint (or the budget's end) is due; the transitions, as one batch of rows."""
+        chunk_rows = []
+        for _ in range(steps_per_chunk):
+            key = jax.random.fold_in(loop.carry["key"], loop.env_steps)
+            actions = np.asarray(self.learner.explore(loop.carry["agent"],
+                                                      jnp.asarray(loop.observations), key))
+            loop.observations, transitions, finished = loop.pool.step(actions)
+            chunk_rows.append(transitions)
+            loop.segment.extend(finished)
+            loop.env_steps += self.budget.num_envs
+            if loop.env_steps >= next_checkpoint or loop.env_steps >= self.budget.env_steps:
+                break
+        return Batch(*(jnp.asarray(np.concatenate(column), jnp.float32)
+                       for column in zip(*chunk_rows, strict=True)))
 
     def _check_same_run(self, previous: dict) -> None:
         if previous.get("format") != CHECKPOINT_FORMAT:

@@ -11,7 +11,6 @@ package, `algorithms/` in the repository) are written against exactly this modul
 from seqeval.algorithms.base import (
     AT_LEAST_ONE,
     DEFAULT_BATCH_SIZE,
-    ENTRY_POINT_GROUP,
     NON_NEGATIVE,
     OPEN_UNIT,
     POSITIVE,
@@ -21,14 +20,11 @@ from seqeval.algorithms.base import (
     Metric,
     Range,
     Spaces,
-    agent_display_name,
-    available_agents,
     check_config_conventions,
     check_log_std_bounds,
     check_ranges,
     config_error,
     config_to_dict,
-    get_agent,
     make_config,
     resolve_batch_size,
 )
@@ -58,6 +54,12 @@ from seqeval.algorithms.nets import (
     tanh_gaussian_log_prob,
     tanh_gaussian_sample,
     td_target,
+)
+from seqeval.algorithms.registry import (
+    ENTRY_POINT_GROUP,
+    agent_display_name,
+    available_agents,
+    get_agent,
 )
 
 __all__ = [

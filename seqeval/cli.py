@@ -100,7 +100,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_agents(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from seqeval.algorithms.base import available_agents, get_agent
+    from seqeval.algorithms.registry import available_agents, get_agent
 
     if args.markdown:
         from seqeval.agent_table import defaults_markdown

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqeval.algorithms.base import get_agent
+from seqeval.algorithms.registry import get_agent
 from seqeval.errors import UserError
 from seqeval.runner import RunSettings, run
 

@@ -14,11 +14,7 @@ from typing import Any
 import numpy as np
 
 from seqeval.envs.rollout import EnvGroup, run_episodes
-
-
-def episode_seed(seed: int, evaluation_index: int, episode: int, episodes: int) -> int:
-    """Deterministic reset seed of one evaluation episode."""
-    return (seed * 1_000_003 + evaluation_index * episodes + episode) % (2**31 - 1)
+from seqeval.seeds import derive_seed
 
 
 class Evaluator:
@@ -49,7 +45,7 @@ class Evaluator:
             actions = np.asarray(policy(states, observations.reshape(num_seeds, episodes, -1)))
             return actions.reshape(num_seeds * episodes, -1)
 
-        reset_seeds = [episode_seed(seed, evaluation_index, e, episodes)
+        reset_seeds = [derive_seed(seed, "evaluation episode", evaluation_index * episodes + e)
                        for seed in self.seeds for e in range(episodes)]
         return run_episodes(self.group, grid_policy, reset_seeds).reshape(num_seeds, episodes)
 

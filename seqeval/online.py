@@ -16,11 +16,7 @@ import numpy as np
 
 from seqeval.algorithms.base import Agent, Batch
 from seqeval.envs.rollout import EnvGroup
-
-
-def online_reset_seed(seed: int, chunk_index: int) -> int:
-    """Reset seed of a member's training environment at the start of an online chunk."""
-    return (seed * 7_919 + 1_000_000 + chunk_index) % (2**31 - 1)
+from seqeval.seeds import derive_seed
 
 
 def make_explorer(agent: Agent, config: Any) -> Callable:
@@ -47,7 +43,7 @@ class OnlineCollector:
     def reset(self, chunk_index: int) -> None:
         """Start fresh episodes, seeded by the chunk: a resumed run collects the same data."""
         for member, seed in enumerate(self.seeds):
-            self.group.reset(member, online_reset_seed(seed, chunk_index))
+            self.group.reset(member, derive_seed(seed, "online reset", chunk_index))
         self._started = True
 
     def collect(self, explorer: Callable, states: Any, keys: jax.Array,

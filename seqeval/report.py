@@ -20,7 +20,6 @@ docs/report.md defines every number and explains how to read the figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import itertools
 import math
@@ -32,8 +31,10 @@ from typing import Any
 import numpy as np
 
 from seqeval import stats
+from seqeval.csvfile import write_csv
 from seqeval.errors import UserError
 from seqeval.runs import Group, SeedCurve, is_cumulative, load_groups
+from seqeval.tables import interval_cells, markdown_table, with_ci
 
 OUTPUT_FILES = ("report.md", "per_dataset.csv", "aggregates.csv",
                 "probability_of_improvement.csv", "prequential.csv",
@@ -246,20 +247,6 @@ def summarise_prequential(group: Group) -> list[PrequentialSummary]:
 # Writing
 
 
-def _num(value: float, digits: int = 1) -> str:
-    return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def with_ci(interval: stats.Interval, digits: int = 1, kind: str = "f") -> str:
-    """`point [low, high]` for a table ("n/a" when undefined; no bounds when they are)."""
-    if not math.isfinite(interval.point):
-        return "n/a"
-    text = f"{interval.point:.{digits}{kind}}"
-    if math.isfinite(interval.low) and math.isfinite(interval.high):
-        text += f" [{interval.low:.{digits}{kind}}, {interval.high:.{digits}{kind}}]"
-    return text
-
-
 def _defined(seeds: Sequence[SeedSummary], field: str) -> tuple[int, int]:
     return sum(math.isfinite(getattr(s, field)) for s in seeds), len(seeds)
 
@@ -275,20 +262,6 @@ def _samples_text(interval: stats.Interval, defined: tuple[int, int]) -> str:
     return text
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A CSV table: floats to 6 significant digits, non-finite values as empty cells."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow(["" if isinstance(v, float) and not math.isfinite(v) else
-                             (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
-
-
-def _interval_cells(interval: stats.Interval) -> list[float]:
-    return [interval.point, interval.low, interval.high]
-
-
 def write_tables(out: Path, summaries: list[GroupSummary], comparison: Comparison,
                  prequential: list[PrequentialSummary]) -> list[Path]:
     written = [out / "per_dataset.csv", out / "aggregates.csv",
@@ -297,9 +270,9 @@ def write_tables(out: Path, summaries: list[GroupSummary], comparison: Compariso
     for s in summaries:
         g = s.group
         rows.append([g.dataset, g.method.name, g.mode, "normalized" if g.normalized else "return",
-                     len(s.seeds), g.dataset_size, *_interval_cells(s.final),
-                     *_interval_cells(s.auc), *_interval_cells(s.samples_to_90),
-                     *_interval_cells(s.final_online), *_interval_cells(s.auc_online)])
+                     len(s.seeds), g.dataset_size, *interval_cells(s.final),
+                     *interval_cells(s.auc), *interval_cells(s.samples_to_90),
+                     *interval_cells(s.final_online), *interval_cells(s.auc_online)])
     cells = [f"{m}_{p}" for m in ("final", "auc", "samples_to_90", "final_online", "auc_online")
              for p in ("mean", "ci_low", "ci_high")]
     write_csv(written[0], ["dataset", "agent", "mode", "scale", "seeds", "dataset_size",
@@ -308,34 +281,46 @@ def write_tables(out: Path, summaries: list[GroupSummary], comparison: Compariso
     for method, measures in comparison.aggregates.items():
         for measure, intervals in measures.items():
             for name, interval in intervals.items():
-                rows.append([method, measure, name, *_interval_cells(interval),
+                rows.append([method, measure, name, *interval_cells(interval),
                              len(comparison.datasets), comparison.runs[method]])
     write_csv(written[1], ["agent", "measure", "aggregate", "estimate", "ci_low", "ci_high",
                             "datasets", "runs_per_dataset"], rows)
-    rows = [[x, y, measure, *_interval_cells(p), tasks]
+    rows = [[x, y, measure, *interval_cells(p), tasks]
             for x, y, measure, p, tasks in comparison.improvement]
     write_csv(written[2], ["agent_x", "agent_y", "measure", "probability_x_better", "ci_low",
                             "ci_high", "datasets"], rows)
     if prequential:
         written.append(out / "prequential.csv")
-        rows = [[p.dataset, p.method, p.metric, p.seeds, *_interval_cells(p.last),
-                 *_interval_cells(p.average)] for p in prequential]
+        rows = [[p.dataset, p.method, p.metric, p.seeds, *interval_cells(p.last),
+                 *interval_cells(p.average)] for p in prequential]
         write_csv(written[-1], ["dataset", "agent", "metric", "seeds", "last_mean",
                                  "last_ci_low", "last_ci_high", "average_mean",
                                  "average_ci_low", "average_ci_high"], rows)
     return written
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """The lines of a GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
-
-
 def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
                     prequential: list[PrequentialSummary], notes: list[str],
                     figures: Sequence[Path], reps: int) -> str:
+    """report.md: the per-dataset table, the aggregates across datasets, the probability of
+    improvement, the prequential signal, the figures and the notes."""
+    lines = _per_dataset_section(summaries)
+    lines += _aggregate_section(comparison, reps)
+    lines += _improvement_section(comparison)
+    if prequential:
+        lines += _prequential_section(prequential)
+    if figures:
+        lines += ["", "## Figures", ""]
+        for figure in figures:
+            lines += [f"![{figure.stem}]({figure.name})", ""]
+        lines += ["PDF versions sit beside the PNGs."]
+    all_notes = notes + comparison.notes
+    if all_notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in all_notes]
+    return "\n".join(lines) + "\n"
+
+
+def _per_dataset_section(summaries: list[GroupSummary]) -> list[str]:
     groups = [s.group for s in summaries]
     datasets = sorted({g.dataset for g in groups})
     methods = sorted({g.label for g in groups})
@@ -370,70 +355,62 @@ def render_markdown(summaries: list[GroupSummary], comparison: Comparison,
         if has_online:
             row += [with_ci(s.final_online), with_ci(s.auc_online)]
         rows.append(row)
-    lines += markdown_table(header, rows)
+    return lines + markdown_table(header, rows)
 
-    lines += ["", "## Across datasets", ""]
-    if comparison.aggregates:
-        lines += [
-            f"Over {len(comparison.datasets)} dataset(s) ({', '.join(comparison.datasets)}); "
-            "each seed of each dataset is one run. Point estimate with a 95% stratified-"
-            f"bootstrap interval ({reps:,} resamples of the seeds within each dataset). "
-            "Higher is better except for the optimality gap (100 minus the mean score "
-            "clipped at 100).",
-        ]
-        for measure, title in stats.MEASURES.items():
-            lines += ["", f"### {title[0].upper() + title[1:]}", ""]
-            rows = [[m, str(comparison.runs[m])]
-                    + [with_ci(comparison.aggregates[m][measure][a])
-                       for a in stats.AGGREGATES]
-                    for m in sorted(comparison.aggregates)]
-            lines += markdown_table(
-                ["agent", "runs per dataset",
-                 *(stats.AGGREGATE_TITLES[a] for a in stats.AGGREGATES)], rows)
-    else:
-        lines += ["No aggregates: they need datasets with normalized scores that every agent "
-                  "was run on."]
 
-    lines += ["", "## Probability of improvement", ""]
-    if comparison.improvement:
-        lines += [
-            "P(X > Y): the chance that a seed of X scores higher than a seed of Y on the same "
-            "dataset (ties count 1/2), averaged over the datasets both were run on, with a 95% "
-            "stratified-bootstrap interval. Above 0.5 favours X; an interval that excludes 0.5 "
-            "is a significant difference at the 5% level.",
-            "",
-        ]
-        rows = [[x, y, stats.MEASURES[measure], with_ci(p, 2), str(tasks)]
-                for x, y, measure, p, tasks in comparison.improvement]
-        lines += markdown_table(["X", "Y", "measure", "P(X > Y)", "datasets"], rows)
-    else:
-        lines += ["Needs at least two agents run on a common dataset."]
+def _aggregate_section(comparison: Comparison, reps: int) -> list[str]:
+    lines = ["", "## Across datasets", ""]
+    if not comparison.aggregates:
+        return lines + ["No aggregates: they need datasets with normalized scores that every "
+                        "agent was run on."]
+    lines += [
+        f"Over {len(comparison.datasets)} dataset(s) ({', '.join(comparison.datasets)}); "
+        "each seed of each dataset is one run. Point estimate with a 95% stratified-"
+        f"bootstrap interval ({reps:,} resamples of the seeds within each dataset). "
+        "Higher is better except for the optimality gap (100 minus the mean score "
+        "clipped at 100).",
+    ]
+    for measure, title in stats.MEASURES.items():
+        lines += ["", f"### {title[0].upper() + title[1:]}", ""]
+        rows = [[m, str(comparison.runs[m])]
+                + [with_ci(comparison.aggregates[m][measure][a]) for a in stats.AGGREGATES]
+                for m in sorted(comparison.aggregates)]
+        lines += markdown_table(
+            ["agent", "runs per dataset",
+             *(stats.AGGREGATE_TITLES[a] for a in stats.AGGREGATES)], rows)
+    return lines
 
-    if prequential:
-        lines += [
-            "", "## Prequential signal", "",
-            "Each chunk of data scored by the agent before it trains on it (no environment "
-            "needed). *Last*: at the last evaluation point (for a cumulative metric, the "
-            "total: the prequential description length). *Average*: a per-chunk loss averaged "
-            "over all scored transitions (chunks weighted by their size). Mean over seeds with "
-            "a 95% t interval; lower is better.",
-            "",
-        ]
-        rows = [[p.dataset, p.method, p.metric, str(p.seeds), with_ci(p.last, 4, "g"),
-                 with_ci(p.average, 4, "g")] for p in prequential]
-        lines += markdown_table(["dataset", "agent", "metric", "seeds", "last", "average"],
-                                 rows)
 
-    if figures:
-        lines += ["", "## Figures", ""]
-        for figure in figures:
-            lines += [f"![{figure.stem}]({figure.name})", ""]
-        lines += ["PDF versions sit beside the PNGs."]
+def _improvement_section(comparison: Comparison) -> list[str]:
+    lines = ["", "## Probability of improvement", ""]
+    if not comparison.improvement:
+        return lines + ["Needs at least two agents run on a common dataset."]
+    lines += [
+        "P(X > Y): the chance that a seed of X scores higher than a seed of Y on the same "
+        "dataset (ties count 1/2), averaged over the datasets both were run on, with a 95% "
+        "stratified-bootstrap interval. Above 0.5 favours X; an interval that excludes 0.5 "
+        "is a significant difference at the 5% level.",
+        "",
+    ]
+    rows = [[x, y, stats.MEASURES[measure], with_ci(p, 2), str(tasks)]
+            for x, y, measure, p, tasks in comparison.improvement]
+    return lines + markdown_table(["X", "Y", "measure", "P(X > Y)", "datasets"], rows)
 
-    all_notes = notes + comparison.notes
-    if all_notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in all_notes]
-    return "\n".join(lines) + "\n"
+
+def _prequential_section(prequential: list[PrequentialSummary]) -> list[str]:
+    lines = [
+        "", "## Prequential signal", "",
+        "Each chunk of data scored by the agent before it trains on it (no environment "
+        "needed). *Last*: at the last evaluation point (for a cumulative metric, the "
+        "total: the prequential description length). *Average*: a per-chunk loss averaged "
+        "over all scored transitions (chunks weighted by their size). Mean over seeds with "
+        "a 95% t interval; lower is better.",
+        "",
+    ]
+    rows = [[p.dataset, p.method, p.metric, str(p.seeds), with_ci(p.last, 4, "g"),
+             with_ci(p.average, 4, "g")] for p in prequential]
+    return lines + markdown_table(["dataset", "agent", "metric", "seeds", "last", "average"],
+                                  rows)
 
 
 def make_report(run_dirs: Sequence[str | Path], out: str | Path, reps: int = stats.DEFAULT_REPS,

@@ -9,8 +9,10 @@
     RUN_DIR/run.lock            held (flock) by the run using the directory
 
 This module is the one owner of these formats: every file is written here and read back here
-(`read_evaluations`, `read_training`, `read_prequential`), and readers refuse damaged files with
-a `UserError` naming the file and line. It imports JAX only to save and load checkpoints.
+(`read_config`, `read_status`, `read_evaluations`, `read_training`, `read_prequential`), and
+readers refuse damaged files with a `UserError` naming the file and line. It imports JAX only to
+save and load checkpoints. It runs a little over 600 lines because a format's writer and its
+strict reader belong side by side; the CSV cells themselves are seqeval.csvfile's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import csv
 import dataclasses
 import datetime
 import fcntl
-import io
 import json
 import math
 import os
@@ -30,9 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from seqeval.csvfile import csv_text
 from seqeval.errors import UserError
 from seqeval.fileio import write_json_atomic, write_npz_atomic, write_text_atomic
 
+CONFIG = "config.json"
+SUMMARY = "summary.json"
 EVALUATIONS = "evaluations.csv"
 TRAINING = "training.csv"
 PREQUENTIAL = "prequential.csv"
@@ -54,25 +58,7 @@ def _damaged(path: Path, line: int | None, problem: str) -> UserError:
 
 
 # ---------------------------------------------------------------------------------------------
-# CSV logs: append-only, strict to read.
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float | np.floating):
-        return "" if not np.isfinite(value) else f"{float(value):.6g}"
-    return str(value)
-
-
-def _csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]], header: bool) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)  # "\r\n" line ends, the csv module's default
-    if header:
-        writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_format(row.get(column)) for column in columns])
-    return buffer.getvalue()
+# CSV logs (written by seqeval.csvfile, the one CSV writer): append-only, strict to read.
 
 
 class CsvLog:
@@ -108,7 +94,8 @@ class CsvLog:
             raise UserError(f"'{self.path}' has columns {','.join(header)}, this run writes "
                             f"{','.join(columns)}; delete the run directory and run again")
         with open(self.path, "a", newline="") as handle:
-            handle.write(_csv_text(columns, rows, header=header is None))
+            handle.write(csv_text(columns if header is None else None,
+                                  ([row.get(c) for c in columns] for row in rows)))
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -158,6 +145,30 @@ def _phase(path: Path, line: int, text: str) -> str:
     if text not in PHASES:
         raise _damaged(path, line, f"phase '{text}' is not one of {', '.join(PHASES)}")
     return text
+
+
+def read_config(run_dir: Path | str) -> dict | None:
+    """RUN_DIR/config.json (None without one); a UserError when it is not a JSON object."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        config = None
+    if not isinstance(config, dict):
+        raise _damaged(path, None, "it is not a JSON object")
+    return config
+
+
+def read_status(run_dir: Path | str) -> str | None:
+    """The status summary.json gives the run (running, complete, diverged, ...); None when it
+    is missing or unreadable (a run that has not written one yet, or a damaged one)."""
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return summary.get("status") if isinstance(summary, dict) else None
 
 
 def read_evaluations(run_dir: Path | str) -> list[dict[str, Any]]:
@@ -421,7 +432,7 @@ def check_out_path(path: Path | str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out '{path}' is a file; pass a directory")
-    if path.is_dir() and not (path / "config.json").exists() and not (
+    if path.is_dir() and not (path / CONFIG).exists() and not (
             path / LOCK).exists() and any(path.iterdir()):
         raise UserError(f"'{path}' exists and is not a seqeval run; choose another --out")
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
@@ -443,7 +454,7 @@ class RunDir:
 
     @property
     def config_path(self) -> Path:
-        return self.path / "config.json"
+        return self.path / CONFIG
 
     def log(self, name: str) -> CsvLog:
         return CsvLog(self.path / name)
@@ -489,15 +500,7 @@ class RunDir:
     # Config ------------------------------------------------------------------------------
 
     def read_config(self) -> dict | None:
-        if not self.config_path.is_file():
-            return None
-        try:
-            config = json.loads(self.config_path.read_text())
-        except (ValueError, UnicodeDecodeError):
-            config = None
-        if not isinstance(config, dict):
-            raise _damaged(self.config_path, None, "it is not a JSON object")
-        return config
+        return read_config(self.path)
 
     def open(self, config: dict) -> bool:
         """Prepare the (locked) directory for `config`; True when it holds a run to resume."""
@@ -534,13 +537,13 @@ class RunDir:
                     stale.unlink(missing_ok=True)
             return True
         if any(p.name != LOCK for p in self.path.iterdir()):
-            raise UserError(f"'{self.path}' holds files but no config.json (not a seqeval run, "
+            raise UserError(f"'{self.path}' holds files but no {CONFIG} (not a seqeval run, "
                             "or a damaged one); choose another --out or delete it")
         write_json_atomic(self.config_path, config)
         return False
 
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.path / "summary.json", summary)
+        write_json_atomic(self.path / SUMMARY, summary)
 
     # Checkpoints -------------------------------------------------------------------------
 

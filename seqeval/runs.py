@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from seqeval import results
 from seqeval.errors import UserError
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ MODE_ORDER = ("sequential", "full", "retrain")  # a method's baselines after it
 NOT_METHOD = ("seeds",)
 # Protocol entries that follow from the others and the dataset: part of a method, never its label.
 DERIVED = ("total_gradient_steps", "offline_gradient_steps", "budgets")
-PHASES = ("offline", "online")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,33 +106,24 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """Read a run directory; UserError (one line naming the problem and the fix) when it is
     missing, not a run, has no evaluations yet, or holds a damaged file."""
-    # Imported here: seqeval.results pulls in JAX, and the CLI imports the report module (and so
-    # this one) for every command.
-    from seqeval import results
-
     path = Path(path)
     if not path.exists():
         raise UserError(f"run directory '{path}' does not exist; check the path")
     if not path.is_dir():
         raise UserError(f"'{path}' is a file, not a run directory; pass the directory of a run")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"'{path}' is not a seqeval run (no config.json); pass the --out "
+    data = results.read_config(path)
+    if data is None:
+        raise UserError(f"'{path}' is not a seqeval run (no {results.CONFIG}); pass the --out "
                         "directory of 'seqeval run'")
-    try:
-        data = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"'{config_path}' is not valid JSON ({error}); rerun the run or repair "
-                        "the file") from None
-    config = RunConfig.parse(data, config_path)
-    evaluations_path = path / "evaluations.csv"
+    config = RunConfig.parse(data, path / results.CONFIG)
+    evaluations_path = path / results.EVALUATIONS
     try:
         evaluations = results.read_evaluations(path)
     except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as error:
         raise UserError(f"'{evaluations_path}' has a row that is not numbers ({error}); "
                         "repair or delete that row") from None
     if not evaluations:
-        if _status(path) == "diverged":
+        if results.read_status(path) == "diverged":
             raise UserError(f"'{path}' diverged before its first evaluation (summary.json); "
                             "leave it out, or rerun it with a lower learning rate")
         raise UserError(f"'{path}' has no evaluations yet; let the run reach its first "
@@ -140,18 +131,9 @@ def load_run(path: str | Path) -> Run:
     _check_evaluations(evaluations, evaluations_path)
     prequential = results.read_prequential(path)
     _check_unique([dataclasses.asdict(r) for r in prequential], ("seed", "samples"),
-                  path / "prequential.csv")
+                  path / results.PREQUENTIAL)
     return Run(path=path, config=config, evaluations=evaluations, prequential=prequential,
                training=results.read_training(path))
-
-
-def _status(path: Path) -> str | None:
-    """The run's status in summary.json (None when unreadable)."""
-    try:
-        summary = json.loads((path / "summary.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return summary.get("status") if isinstance(summary, dict) else None
 
 
 def _check_evaluations(rows: list[dict[str, Any]], path: Path) -> None:
@@ -162,9 +144,6 @@ def _check_evaluations(rows: list[dict[str, Any]], path: Path) -> None:
         if not all(math.isfinite(v) for k, v in row.items() if k != "phase" and v is not None):
             raise UserError(f"'{path}' row {number} holds a value that is not a finite number; "
                             "repair or delete that row")
-        if row.get("phase") not in (*PHASES, None, ""):
-            raise UserError(f"'{path}' row {number}: phase '{row['phase']}' is neither offline "
-                            "nor online; repair or delete that row")
     _check_unique(rows, ("seed", "samples", "phase"), path)
 
 

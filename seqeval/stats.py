@@ -1,5 +1,6 @@
 """Statistics for comparing agents: aggregates with stratified bootstrap CIs, probability of
-improvement, and per-run summaries of a data-efficiency curve.
+improvement, per-run summaries of a data-efficiency curve, and rank statistics of
+configurations (Spearman, Kendall's tau-b, the regret of a pick) for `seqeval select`.
 
 The aggregates follow Agarwal et al., "Deep Reinforcement Learning at the Edge of the Statistical
 Precipice" (NeurIPS 2021) and give the same numbers as its library rliable 1.2.0 on the same
@@ -327,3 +328,58 @@ def samples_to_fraction(
     target = baseline + fraction * (v[-1] - baseline)
     reached = np.flatnonzero(v >= target)
     return float(s[reached[0]]) if reached.size else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Rank statistics of configurations. Each takes arrays (..., configurations) and works on the
+# last axis, so a bootstrap evaluates all its resamples at once.
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis, 1 = smallest, ties sharing their average rank (as
+    scipy.stats.rankdata); infinities rank at the ends."""
+    from scipy.stats import rankdata
+
+    return rankdata(np.asarray(values, dtype=np.float64), axis=-1)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rank correlation along the last axis (the Pearson correlation of the ranks,
+    as scipy.stats.spearmanr); NaN where either side is constant."""
+    rx, ry = ranks(x), ranks(y)
+    rx = rx - rx.mean(axis=-1, keepdims=True)
+    ry = ry - ry.mean(axis=-1, keepdims=True)
+    scale = np.sqrt(np.sum(rx * rx, axis=-1) * np.sum(ry * ry, axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scale > 0, np.sum(rx * ry, axis=-1) / scale, np.nan)
+
+
+def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b along the last axis (as scipy.stats.kendalltau): concordant minus
+    discordant pairs over sqrt((pairs - pairs tied in x) (pairs - pairs tied in y)); NaN where
+    either side is constant."""
+    # Ranks keep every order and tie and turn infinities into finite numbers.
+    rx, ry = ranks(x), ranks(y)
+    n = rx.shape[-1]
+    sx = np.sign(rx[..., :, None] - rx[..., None, :])
+    sy = np.sign(ry[..., :, None] - ry[..., None, :])
+    pairs = n * (n - 1) / 2
+    tied_x = (np.sum(sx == 0, axis=(-2, -1)) - n) / 2
+    tied_y = (np.sum(sy == 0, axis=(-2, -1)) - n) / 2
+    scale = np.sqrt((pairs - tied_x) * (pairs - tied_y))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scale > 0, np.sum(sx * sy, axis=(-2, -1)) / 2 / scale, np.nan)
+
+
+def pick_regret(oriented: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Truth of the best configuration minus the truth of the criterion's top pick, along the
+    last axis; `oriented` is larger for what the criterion prefers. A tie at the top is a
+    uniformly random choice among the tied: its expected regret."""
+    top = oriented == np.max(oriented, axis=-1, keepdims=True)
+    picked = np.sum(np.where(top, truth, 0.0), axis=-1) / np.sum(top, axis=-1)
+    return np.max(truth, axis=-1) - picked
+
+
+def random_regret(truth: np.ndarray) -> np.ndarray:
+    """Expected regret of a uniformly random pick: the best truth minus the mean truth."""
+    return np.max(truth, axis=-1) - np.mean(truth, axis=-1)

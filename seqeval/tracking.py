@@ -222,7 +222,9 @@ def run_identity(run_dir: Path) -> dict[str, Any]:
     """What a tracker shows of a run: its config (config.json and the seqeval version), its
     label (the study's label of the run, or the agent; then the dataset, and the mode unless
     sequential), its group (the study directory's name, for a run of a study) and tags."""
-    config = json.loads((run_dir / "config.json").read_text())
+    from seqeval.results import read_config
+
+    config = read_config(run_dir) or {}
     study_dir, record = _study_record(run_dir)
     base = (record or {}).get("label") or config.get("agent_name") or config["agent"]
     label = f"{base} on {config['dataset']}"
@@ -501,7 +503,9 @@ class Tracking:
 
     def _retrain(self) -> bool:
         if self._retrain_mode is None:
-            config = json.loads((self.run_dir / "config.json").read_text())
+            from seqeval.results import read_config
+
+            config = read_config(self.run_dir) or {}
             self._retrain_mode = config.get("mode") == "retrain"
         return self._retrain_mode
 

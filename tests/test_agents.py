@@ -24,7 +24,7 @@ from helpers import (
 )
 
 from seqeval.agents import Agent, Batch, DatasetStats, check_agent, get_agent
-from seqeval.algorithms.base import BUILTIN_AGENTS
+from seqeval.algorithms.registry import BUILTIN_AGENTS
 from seqeval.errors import UserError
 from seqeval.runner import RunSettings, run
 

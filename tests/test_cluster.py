@@ -21,7 +21,8 @@ import pytest
 from helpers import EXPERT
 
 from seqeval.errors import UserError
-from seqeval.sweep import SweepOptions, node_file, run_study
+from seqeval.sweep import SweepOptions, run_study
+from seqeval.worker import node_file
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")]

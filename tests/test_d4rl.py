@@ -479,7 +479,8 @@ def test_builds_under_old_ids_get_a_note(tmp_path, monkeypatch, capsys):
 
 
 def test_study_specs_take_d4rl_names_and_files(d4rl_dir, tmp_path):
-    from seqeval.study import expand_spec, validate_plan
+    from seqeval.spec import expand_spec
+    from seqeval.study import validate_plan
 
     write_medium(d4rl_dir)
     path = write_medium(tmp_path, name="mine.hdf5")

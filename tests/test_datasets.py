@@ -16,9 +16,10 @@ import pytest
 
 from seqeval.cli import main
 from seqeval.envs import registry
-from seqeval.envs.datasets import SuiteBuilder, build_datasets, read_card
+from seqeval.envs.datasets import SuiteBuilder, build_datasets
 from seqeval.envs.registry import QUALITIES, get_recipe
 from seqeval.envs.sac import SACTrainer
+from seqeval.envs.store import read_card
 from seqeval.errors import UserError
 
 warnings.filterwarnings("ignore", module="minari")

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from seqeval.agent_table import BEGIN_MARKER, END_MARKER, defaults_markdown, field_comments
-from seqeval.algorithms.base import BUILTIN_AGENTS, get_agent
+from seqeval.algorithms.registry import BUILTIN_AGENTS, get_agent
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "agents.md"
 

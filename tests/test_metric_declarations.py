@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 from seqeval.agents import DatasetStats, Metric, Spaces, get_agent
-from seqeval.algorithms.base import BUILTIN_AGENTS
 from seqeval.algorithms.checks import abstract_batch
+from seqeval.algorithms.registry import BUILTIN_AGENTS
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_AGENTS))

@@ -13,8 +13,9 @@ import pytest
 
 from seqeval.cli import main
 from seqeval.envs import registry
-from seqeval.envs.datasets import build_datasets, read_card
+from seqeval.envs.datasets import build_datasets
 from seqeval.envs.registry import QUALITIES
+from seqeval.envs.store import read_card
 
 warnings.filterwarnings("ignore", module="minari")
 

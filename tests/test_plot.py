@@ -302,9 +302,9 @@ BAD_RUNS = {
                     "no evaluations yet"),
     "no evaluations file": (lambda run: (run / "evaluations.csv").unlink(), "no evaluations yet"),
     "no config.json": (lambda run: (run / "config.json").unlink(), "not a seqeval run"),
-    "config.json not JSON": (_write("config.json", '{"agent": "bc",'), "not valid JSON"),
-    "config.json binary": (_write("config.json", b"\x00\xff\xfe"), "not valid JSON"),
-    "config.json a list": (_write("config.json", "[1, 2]"), "holds no JSON object"),
+    "config.json not JSON": (_write("config.json", '{"agent": "bc",'), "not a JSON object"),
+    "config.json binary": (_write("config.json", b"\x00\xff\xfe"), "not a JSON object"),
+    "config.json a list": (_write("config.json", "[1, 2]"), "not a JSON object"),
     "config.json without dataset": (_config(lambda c: {k: v for k, v in c.items()
                                                         if k != "dataset"}), "lacks a valid"),
     "config.json dataset_info a string": (_config(lambda c: {**c, "dataset_info": "x"}),

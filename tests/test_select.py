@@ -22,7 +22,7 @@ from helpers import (
     write_run,
 )
 
-from seqeval import select
+from seqeval import select, stats
 from seqeval.cli import main
 from seqeval.runs import load_groups
 
@@ -160,7 +160,7 @@ def test_rank_statistics_agree_with_scipy_on_ties_and_batches():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 4, size=(50, 7)).astype(float)  # many ties
     y = rng.integers(0, 5, size=(50, 7)).astype(float)
-    rho, tau = select.spearman(x, y), select.kendall_tau_b(x, y)
+    rho, tau = stats.spearman(x, y), stats.kendall_tau_b(x, y)
     for i in range(50):
         if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
             assert math.isnan(rho[i]) and math.isnan(tau[i])
@@ -168,19 +168,19 @@ def test_rank_statistics_agree_with_scipy_on_ties_and_batches():
         assert rho[i] == pytest.approx(scipy.stats.spearmanr(x[i], y[i]).statistic)
         assert tau[i] == pytest.approx(scipy.stats.kendalltau(x[i], y[i]).statistic)
     # A non-finite criterion ranks last and is compared like any other value.
-    assert select.spearman(np.array([1.0, -np.inf, 3.0]), np.array([2.0, 1.0, 3.0])) == 1.0
-    assert select.kendall_tau_b(np.array([-np.inf, -np.inf, 3.0]),
+    assert stats.spearman(np.array([1.0, -np.inf, 3.0]), np.array([2.0, 1.0, 3.0])) == 1.0
+    assert stats.kendall_tau_b(np.array([-np.inf, -np.inf, 3.0]),
                                 np.array([1.0, 2.0, 3.0])) == pytest.approx(
         scipy.stats.kendalltau([0, 0, 3], [1, 2, 3]).statistic)
 
 
 def test_regret_of_a_tied_pick_is_the_mean_over_the_tie():
     truth = np.array([10.0, 30.0, 50.0, 20.0])
-    assert select.pick_regret(np.array([1.0, 3.0, 2.0, 3.0]), truth) == pytest.approx(
+    assert stats.pick_regret(np.array([1.0, 3.0, 2.0, 3.0]), truth) == pytest.approx(
         50.0 - (30.0 + 20.0) / 2)
-    assert select.pick_regret(np.array([0.0, 0.0, 9.0, 0.0]), truth) == 0.0
-    assert select.random_regret(truth) == pytest.approx(50.0 - 27.5)
-    batch = select.pick_regret(np.array([[1.0, 2.0], [2.0, 1.0]]), np.array([[5.0, 7.0],
+    assert stats.pick_regret(np.array([0.0, 0.0, 9.0, 0.0]), truth) == 0.0
+    assert stats.random_regret(truth) == pytest.approx(50.0 - 27.5)
+    batch = stats.pick_regret(np.array([[1.0, 2.0], [2.0, 1.0]]), np.array([[5.0, 7.0],
                                                                              [5.0, 7.0]]))
     np.testing.assert_allclose(batch, [0.0, 2.0])
 

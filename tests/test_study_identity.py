@@ -16,18 +16,12 @@ from pathlib import Path
 import pytest
 from helpers import EXPERT, RANDOM
 
-from seqeval.algorithms.base import get_agent
 from seqeval.algorithms.checks import agent_code, agent_fingerprint, agent_source_files
+from seqeval.algorithms.registry import get_agent
 from seqeval.cli import main
 from seqeval.errors import UserError
-from seqeval.study import (
-    MAX_RUNS,
-    STALE,
-    StudyDir,
-    expand_run_dirs,
-    expand_spec,
-    standing,
-)
+from seqeval.spec import MAX_RUNS, expand_spec
+from seqeval.study import STALE, StudyDir, expand_run_dirs, standing
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 

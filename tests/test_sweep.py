@@ -22,7 +22,8 @@ from helpers import (
 )
 
 from seqeval.cli import main
-from seqeval.study import expand_run_dirs, expand_spec, read_spec
+from seqeval.spec import expand_spec, read_spec
+from seqeval.study import expand_run_dirs
 
 # Ray starts its processes (and the kill test its driver) by fork + exec, which runs no Python
 # in the child, so JAX's warning about forking a multithreaded process does not apply.
@@ -200,10 +201,10 @@ def test_bad_specs_exit_2_with_one_line_before_anything_runs(store, tmp_path, ca
 
 def test_run_environment_sets_the_xla_thread_pool_before_jax_starts(tmp_path):
     """The variables a run's worker gets size XLA:CPU's intra-op pool (counted by name)."""
-    from seqeval.sweep import run_environment
+    from seqeval.worker import run_environment
 
     script = ("import jax.numpy as jnp\n"
-              "from seqeval.sweep import xla_cpu_threads\n"
+              "from seqeval.worker import xla_cpu_threads\n"
               "x = jnp.ones((512, 512)); (x @ x).block_until_ready()\n"
               "print(xla_cpu_threads())\n")
     counts = {}

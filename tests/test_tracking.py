@@ -346,7 +346,8 @@ def test_a_study_logs_with_its_spec_and_exports_to_wandb_with_its_name_as_group(
     """A tiny study run without Ray (each planned run in this process): [study] log puts each
     run's events in its directory; export sends its runs to W&B, grouped by the study."""
     from seqeval.runner import run
-    from seqeval.study import StudyDir, expand_spec
+    from seqeval.spec import expand_spec
+    from seqeval.study import StudyDir
 
     spec = {"study": {"agents": ["bc"], "datasets": [EXPERT], "seeds": 1,
                       "log": ["tensorboard"]},
@@ -378,7 +379,7 @@ def test_a_study_logs_with_its_spec_and_exports_to_wandb_with_its_name_as_group(
 
 def test_study_log_key_is_checked(tmp_path):
     from seqeval.errors import UserError
-    from seqeval.study import expand_spec
+    from seqeval.spec import expand_spec
 
     with pytest.raises(UserError, match=r"\[study\] log: unknown tracker 'tb'"):
         expand_spec({"study": {"agents": ["bc"], "datasets": [EXPERT], "log": ["tb"]}})
