@@ -3,9 +3,10 @@
 Fujimoto & Gu, "A Minimalist Approach to Offline Reinforcement Learning" (NeurIPS 2021),
 arXiv 2106.06860; built on TD3, Fujimoto, van Hoof & Meger, "Addressing Function
 Approximation Error in Actor-Critic Methods" (ICML 2018). Defaults follow the authors' code
-(sfujim/TD3_BC): alpha 2.5, policy noise 0.2 clipped at 0.5, actor and target updates every
-2 critic updates, tau 0.005, Adam 3e-4, 2x256 networks, observations standardised with the
-dataset's mean and std. TD3's machinery (state, schedule, acting, scoring) is
+(sfujim/TD3_BC): Q weight 2.5 (the paper's alpha; `actor_q_coef` here, as unifloral's
+algorithms/unifloral.py names it), policy noise 0.2 clipped at 0.5, actor and target updates
+every 2 critic updates, tau 0.005, Adam 3e-4, 2x256 networks, observations standardised with
+the dataset's mean and std. TD3's machinery (state, schedule, acting, scoring) is
 td3_family.py's, shared with ReBRAC; this file holds TD3+BC's critic target and actor loss.
 """
 
@@ -44,7 +45,7 @@ class TD3BCConfig:
     critic_learning_rate: float = 3e-4  # Adam step size of the twin critics
     discount: float = 0.99  # gamma of the TD target
     tau: float = 0.005  # Polyak rate of the target networks
-    alpha: float = 2.5  # Q-term weight: actor loss = -alpha/mean|Q| * Q + MSE(pi(s), a)
+    actor_q_coef: float = 2.5  # the paper's alpha: actor loss = -coef Q/mean|Q| + MSE(pi(s), a)
     policy_noise: float = 0.2  # std of the target policy smoothing noise
     noise_clip: float = 0.5  # the smoothing noise is clipped to [-noise_clip, noise_clip]
     policy_frequency: int = 2  # actor and target networks update every this many critic steps
@@ -73,9 +74,10 @@ def init(config: TD3BCConfig, key: jax.Array, spaces: Spaces, stats: DatasetStat
 
 
 def td3_bc_actor_loss(q: jax.Array, policy_actions: jax.Array, actions: jax.Array,
-                      alpha: float) -> jax.Array:
-    """-lambda * mean Q(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q| (not differentiated)."""
-    lam = alpha / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
+                      actor_q_coef: float) -> jax.Array:
+    """-lambda * mean Q(s, pi(s)) + MSE(pi(s), a), lambda = actor_q_coef / mean|Q| (not
+    differentiated)."""
+    lam = actor_q_coef / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)))
     return -lam * jnp.mean(q) + jnp.mean((policy_actions - actions) ** 2)
 
 
@@ -96,7 +98,7 @@ def _actor_loss(config: TD3BCConfig, state: TD3BCState, params: dict, observatio
     first_critic = StateActionValue(config.critic_hidden_dims)
     policy_actions = state.actor.apply_fn(params, observations)
     q_policy = first_critic.apply(member(state.critic.params, 0), observations, policy_actions)
-    return td3_bc_actor_loss(q_policy, policy_actions, batch.actions, config.alpha)
+    return td3_bc_actor_loss(q_policy, policy_actions, batch.actions, config.actor_q_coef)
 
 
 def update(config: TD3BCConfig, state: TD3BCState, batch: Batch, key: jax.Array):
@@ -111,7 +113,7 @@ def score(config: TD3BCConfig, state: TD3BCState, batch: Batch) -> dict[str, jax
 
 def check_config(config: TD3BCConfig) -> None:
     """Ranges of this agent's settings, beyond the conventions every config meets."""
-    check_ranges("td3_bc", config, alpha=NON_NEGATIVE, policy_noise=NON_NEGATIVE,
+    check_ranges("td3_bc", config, actor_q_coef=NON_NEGATIVE, policy_noise=NON_NEGATIVE,
                  noise_clip=NON_NEGATIVE, policy_frequency=AT_LEAST_ONE,
                  exploration_noise=NON_NEGATIVE)
 
@@ -126,5 +128,7 @@ AGENT = Agent(
     score=score,
     check_config=check_config,
     metrics=METRICS,  # td3_family's: the same losses and predictions as ReBRAC
+    # One name per concept across agents: alpha is SAC's and CQL's entropy coefficient.
+    renamed_settings={"alpha": "actor_q_coef"},
     description="TD3+BC (Fujimoto & Gu 2021): TD3 with a behaviour-cloning actor term",
 )

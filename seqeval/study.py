@@ -376,9 +376,7 @@ def _agent_axes(agent: Any, shared: dict[str, Any], own: dict[str, Any],
     axes = []
     for key, (value, where) in settings.items():
         if key not in hints:
-            known = ", ".join(f.name for f in dataclasses.fields(agent.config_class))
-            raise UserError(f"{where}: agent '{agent.name}' has no setting '{key}'; its "
-                            f"settings are: {known}")
+            raise UserError(f"{where}: {agent.unknown_setting(key)}")
         typed = []
         for item in _grid_values(value, hints[key], where):
             try:
@@ -442,6 +440,10 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
             raise UserError(f"[agent.{table_name}] names no agent of [study] agents "
                             f"({', '.join(agent_names)}); add it to agents or fix the name")
 
+    for key in shared:  # an old name in [agent] gets its new name, whichever agent comes first
+        renamed = next((a for a in agents.values() if key in a.renamed_settings), None)
+        if renamed is not None:
+            raise UserError(f"[agent] {key}: {renamed.unknown_setting(key)}")
     protocol_varying = tuple(k for k, values in protocol_axes if len(values) > 1)
     agent_axes = {}
     for name in agent_names:

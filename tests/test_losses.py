@@ -172,7 +172,7 @@ def test_sac_losses_match_numpy():
     assert float(cql.sac_actor_loss(log_probs, q, jnp.float32(0.2))) == pytest.approx(
         float(np.mean(0.2 * log_probs - q)))
     # target entropy -2: loss = -log_alpha * mean(logp - 2)
-    loss = cql.entropy_temperature_loss(jnp.float32(0.3), jnp.asarray(log_probs), -2.0)
+    loss = cql.entropy_alpha_loss(jnp.float32(0.3), jnp.asarray(log_probs), -2.0)
     assert float(loss) == pytest.approx(-0.3 * float(np.mean(log_probs - 2.0)), rel=1e-6)
 
 
