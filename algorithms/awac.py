@@ -57,7 +57,7 @@ class AWACConfig:
     critic_learning_rate: float = 3e-4  # Adam step size of the twin Q networks
     discount: float = 0.99  # gamma of the TD target
     tau: float = 0.005  # Polyak rate of the target Q networks
-    awac_lambda: float = 0.3333  # lambda: advantage weights are exp((Q - V) / lambda)
+    awac_lambda: float = 0.3333  # temperature: advantage weights are exp((Q - V) / lambda)
     max_weight: float = 100.0  # advantage weights are clipped at this value
     normalize_observations: bool = True  # standardise observations with dataset statistics
     log_std_min: float = -20.0  # lower clip of the policy's log standard deviation

@@ -125,8 +125,8 @@ CheckConfigFn = Callable[[Any], None]
 class Metric:
     """What a metric an agent records (in `update`'s or `score`'s dict) means, and which way
     it points: "lower" or "higher" when that value is expected to go with a better policy (a
-    loss, a predicted return), None when it has no such direction (a temperature, its
-    tuning loss, an entropy). `seqeval select` offers only metrics with a direction as
+    loss, a predicted return), None when it has no such direction (an entropy coefficient,
+    its tuning loss, an entropy). `seqeval select` offers only metrics with a direction as
     environment-free criteria."""
 
     direction: str | None
@@ -171,6 +171,11 @@ class Agent:
     # evaluator reads directions from here and names no agent's metric itself.
     metrics: Mapping[str, Metric] = dataclasses.field(default_factory=dict, hash=False,
                                                       compare=False)
+    # Settings renamed since an earlier seqeval, old name -> current name (IQL: temperature ->
+    # beta): an old name is refused with one line naming the current one, wherever settings
+    # are read (`--agent.KEY`, a study spec), never silently taken.
+    renamed_settings: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False,
+                                                            compare=False)
 
     def explore_actions(self, config: Any, state: Any, observations: jax.Array,
                         key: jax.Array) -> jax.Array:
@@ -187,11 +192,16 @@ class Agent:
     def make_config(self, overrides: Mapping[str, str] | None = None) -> Any:
         """The default config with `overrides` (key -> string value) applied and checked: its
         types, the conventions on field names, and the agent's own `check_config`."""
-        config = make_config(self.config_class, overrides or {}, agent_name=self.name)
+        config = make_config(self.config_class, overrides or {}, agent_name=self.name,
+                             renamed=self.renamed_settings)
         check_config_conventions(config, self.name)
         if self.check_config is not None:
             self.check_config(config)
         return config
+
+    def unknown_setting(self, key: str) -> UserError:
+        """The error for a setting this agent does not have (`unknown_setting_error`)."""
+        return unknown_setting_error(self.name, self.config_class, key, self.renamed_settings)
 
 
 DEFAULT_BATCH_SIZE = 256  # the protocol's batch size (the SeqEval paper's) when neither the
@@ -265,17 +275,29 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-def make_config(config_class: type, overrides: Mapping[str, Any], agent_name: str = "agent"):
-    """Build `config_class` from string (CLI) or already-typed (JSON) override values."""
+def unknown_setting_error(agent_name: str, config_class: type, key: str,
+                          renamed: Mapping[str, str] | None = None) -> UserError:
+    """The one-line error for a setting `config_class` does not have: for a name in `renamed`
+    (old -> current), the current name; else the settings there are."""
+    if renamed and key in renamed:
+        return UserError(f"agent '{agent_name}' has no setting '{key}': it is now "
+                         f"'{renamed[key]}' (renamed so that a setting's name means one thing "
+                         f"in every agent); set '{renamed[key]}' instead")
+    known = ", ".join(sorted(f.name for f in dataclasses.fields(config_class)))
+    return UserError(f"agent '{agent_name}' has no setting '{key}'; its settings are: {known}")
+
+
+def make_config(config_class: type, overrides: Mapping[str, Any], agent_name: str = "agent",
+                renamed: Mapping[str, str] | None = None):
+    """Build `config_class` from string (CLI) or already-typed (JSON) override values; a key
+    that is no field is refused (`unknown_setting_error`, naming the current name of a
+    `renamed` one)."""
     hints = typing.get_type_hints(config_class)
     fields = {f.name for f in dataclasses.fields(config_class)}
     values = {}
     for key, value in overrides.items():
         if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise UserError(
-                f"agent '{agent_name}' has no setting '{key}'; its settings are: {known}"
-            )
+            raise unknown_setting_error(agent_name, config_class, key, renamed)
         if isinstance(value, str):
             values[key] = _parse_value(value, hints[key], key, agent_name)
         elif isinstance(value, list):  # from JSON
@@ -321,7 +343,7 @@ OPEN_UNIT = Range(0.0, 1.0, low_open=True, high_open=True)
 
 def check_ranges(agent_name: str, config: Any, **ranges: Range) -> None:
     """Raise `config_error` for the first field outside its range (None values pass), e.g.
-    `check_ranges("iql", config, expectile=OPEN_UNIT, temperature=NON_NEGATIVE)`."""
+    `check_ranges("iql", config, expectile=OPEN_UNIT, beta=NON_NEGATIVE)`."""
     for field, allowed in ranges.items():
         value = getattr(config, field)
         if value is not None and value not in allowed:

@@ -44,26 +44,26 @@ from seqeval.algorithms.nets import (
     tanh_gaussian_sample,
     td_target,
 )
-from seqeval.algorithms.sac import entropy_temperature_loss, sac_actor_loss
+from seqeval.algorithms.sac import entropy_alpha_loss, sac_actor_loss
 
 
 @dataclasses.dataclass(frozen=True)
 class CQLConfig:
     actor_hidden_dims: tuple[int, ...] = (256, 256, 256)  # policy MLP widths
     critic_hidden_dims: tuple[int, ...] = (256, 256, 256)  # widths of each twin Q network
-    actor_learning_rate: float = 1e-4  # Adam step size of the policy (and of the entropy alpha)
+    actor_learning_rate: float = 1e-4  # Adam step size of the policy (and of alpha, as CORL)
     critic_learning_rate: float = 3e-4  # Adam step size of the twin Q networks (and alpha')
     discount: float = 0.99  # gamma of the TD target
     tau: float = 0.005  # Polyak rate of the target Q networks
     num_sampled_actions: int = 10  # actions per state from each of: uniform, pi(s), pi(s')
-    cql_weight: float = 5.0  # alpha of the conservative penalty (CORL uses 10)
+    cql_weight: float = 5.0  # weight of the conservative penalty (CORL uses 10)
     cql_temperature: float = 1.0  # temperature of the penalty's logsumexp
     importance_sampling: bool = True  # subtract log-densities of the sampled actions (CQL(H))
     lagrange: bool = False  # tune the penalty weight to keep the gap near lagrange_threshold
     lagrange_threshold: float = 10.0  # tau of the Lagrange dual (used only when lagrange=True)
-    automatic_entropy_tuning: bool = True  # learn the SAC temperature toward target_entropy
+    automatic_entropy_tuning: bool = True  # learn alpha toward target_entropy
     target_entropy: float | None = None  # default: -action_dim
-    initial_alpha: float = 1.0  # SAC temperature at the start (fixed if not tuned)
+    initial_alpha: float = 1.0  # entropy coefficient alpha at the start (fixed if not tuned)
     backup_entropy: bool = False  # subtract alpha * log pi(a'|s') in the TD target
     reward_scale: float = 1.0  # rewards become reward_scale * r + reward_bias
     reward_bias: float = 0.0  # see reward_scale
@@ -75,7 +75,7 @@ class CQLConfig:
 class CQLState(struct.PyTreeNode):
     actor: TrainState
     critic: TrainState  # twin Q networks with a leading ensemble axis of 2
-    log_alpha: TrainState  # SAC temperature (log), a scalar "network"
+    log_alpha: TrainState  # log of the entropy coefficient alpha, a scalar "network"
     log_alpha_prime: TrainState  # Lagrange multiplier of the penalty (log)
     target_critic_params: dict
     observation_mean: jax.Array
@@ -118,7 +118,7 @@ def init(config: CQLConfig, key: jax.Array, spaces: Spaces, stats: DatasetStats,
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses (pure functions of arrays; tests check them against numpy). The actor and temperature
+# Losses (pure functions of arrays; tests check them against numpy). The actor and alpha
 # losses are SAC's: seqeval.algorithms.sac.
 
 
@@ -193,7 +193,7 @@ def update(config: CQLConfig, state: CQLState, batch: Batch, key: jax.Array):
     alpha = (jnp.exp(state.log_alpha.params["log"]) if config.automatic_entropy_tuning
              else jnp.float32(config.initial_alpha))
 
-    # Policy and temperature losses use the critic before this step's update (as CORL).
+    # Policy and alpha losses use the critic before this step's update (as CORL).
     def actor_loss_fn(params):
         mean, log_std = state.actor.apply_fn(params, observations)
         actions, log_probs = tanh_gaussian_sample(mean, log_std, actor_key)
@@ -204,7 +204,7 @@ def update(config: CQLConfig, state: CQLState, batch: Batch, key: jax.Array):
         state.actor.params)
     target_entropy = _target_entropy(config, action_dim)
     alpha_loss, alpha_grad = jax.value_and_grad(
-        lambda p: entropy_temperature_loss(p["log"], log_probs, target_entropy))(
+        lambda p: entropy_alpha_loss(p["log"], log_probs, target_entropy))(
         state.log_alpha.params)
 
     (current_actions, next_state_actions, log_prob_current, log_prob_next, backup_actions,
@@ -314,9 +314,9 @@ METRICS = {
     "td_loss": Metric("lower", "critics' squared TD error on the batch"),
     "cql_gap": Metric(None, "logsumexp Q minus the data's Q (what the penalty pushes down)"),
     "actor_loss": Metric("lower", "alpha log pi minus Q of the policy's actions"),
-    "alpha": Metric(None, "entropy temperature"),
-    "alpha_loss": Metric(None, "the temperature's tuning loss: its sign follows the entropy "
-                               "target, not the policy's quality"),
+    "alpha": Metric(None, "entropy coefficient (temperature)"),
+    "alpha_loss": Metric(None, "alpha's tuning loss: its sign follows the entropy target, "
+                               "not the policy's quality"),
     "entropy": Metric(None, "policy entropy estimate"),
     "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
     **GAUSSIAN_ACTOR_CRITIC_SCORES,

@@ -2,8 +2,8 @@
 
 Kostrikov, Nair & Levine, "Offline Reinforcement Learning with Implicit Q-Learning" (ICLR 2022),
 arXiv 2110.06169. Defaults follow the authors' MuJoCo configuration
-(ikostrikov/implicit_q_learning): expectile 0.7, temperature (beta) 3.0, tau 0.005, Adam 3e-4
-for actor, critic and value, the actor's rate cosine-decayed over the run's gradient steps,
+(ikostrikov/implicit_q_learning): expectile 0.7, inverse temperature beta 3.0, tau 0.005, Adam
+3e-4 for actor, critic and value, the actor's rate cosine-decayed over the run's gradient steps,
 advantage weights clipped at 100, 2x256 networks, rewards scaled by
 1000 / (max - min episode return), no observation normalisation.
 """
@@ -59,7 +59,7 @@ class IQLConfig:
     discount: float = 0.99  # gamma of the TD target
     tau: float = 0.005  # Polyak rate of the target Q networks
     expectile: float = 0.7  # tau of the expectile regression of V onto min Q
-    temperature: float = 3.0  # beta: advantage weights are exp(beta * (Q - V))
+    beta: float = 3.0  # inverse temperature: advantage weights are exp(beta * (Q - V))
     max_weight: float = 100.0  # advantage weights are clipped at this value
     normalize_rewards: bool = True  # scale rewards by 1000 / (max - min episode return)
     normalize_observations: bool = False  # standardise observations (the reference does not)
@@ -157,7 +157,7 @@ def update(config: IQLConfig, state: IQLState, batch: Batch, key: jax.Array):
     # one pass over [s; s'] gives both.
     both = value.apply_fn(value.params, jnp.concatenate([observations, next_observations]))
     v, next_v = jnp.split(both, 2)
-    weights = advantage_weights(target_q - v, config.temperature, config.max_weight)
+    weights = advantage_weights(target_q - v, config.beta, config.max_weight)
 
     def actor_loss_fn(params):
         mean, log_std = state.actor.apply_fn(params, observations)
@@ -229,7 +229,7 @@ def score(config: IQLConfig, state: IQLState, batch: Batch) -> dict[str, jax.Arr
 
 def check_config(config: IQLConfig) -> None:
     """Ranges of this agent's settings, beyond the conventions every config meets."""
-    check_ranges("iql", config, expectile=OPEN_UNIT, temperature=NON_NEGATIVE,
+    check_ranges("iql", config, expectile=OPEN_UNIT, beta=NON_NEGATIVE,
                  max_weight=POSITIVE)
     check_log_std_bounds("iql", config)
 
@@ -255,5 +255,7 @@ AGENT = Agent(
     score=score,
     check_config=check_config,
     metrics=METRICS,
+    # One name per concept across agents: "temperature" meant three things (here beta).
+    renamed_settings={"temperature": "beta"},
     description="IQL (Kostrikov et al. 2022): expectile V, twin Q, advantage-weighted actor",
 )

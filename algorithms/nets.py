@@ -422,10 +422,11 @@ def ensemble_mse(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.sum(jnp.mean((predictions - targets) ** 2, axis=tuple(range(1, predictions.ndim))))
 
 
-def advantage_weights(advantages: jax.Array, temperature: float,
+def advantage_weights(advantages: jax.Array, beta: float,
                       max_weight: float) -> jax.Array:
-    """AWR weights min(exp(temperature * A), max_weight) (IQL's beta; AWAC's 1 / lambda)."""
-    return jnp.minimum(jnp.exp(temperature * advantages), max_weight)
+    """AWR weights min(exp(beta * A), max_weight), beta an inverse temperature (IQL's beta;
+    AWAC's 1 / lambda)."""
+    return jnp.minimum(jnp.exp(beta * advantages), max_weight)
 
 
 def awr_actor_loss(log_probs: jax.Array, weights: jax.Array) -> jax.Array:

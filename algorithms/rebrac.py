@@ -2,8 +2,9 @@
 loss, LayerNorm critics, deeper networks and large batches.
 
 Tarasov, Kurenkov, Nikulin & Kolesnikov, "Revisiting the Minimalist Approach to Offline
-Reinforcement Learning" (NeurIPS 2023), arXiv 2305.09836. Built on TD3+BC (td3_bc.py): the
-state, its initialisation, acting and exploration are TD3+BC's. Defaults follow CORL's ReBRAC
+Reinforcement Learning" (NeurIPS 2023), arXiv 2305.09836. Built on TD3+BC: TD3's machinery
+(state, schedule, acting, scoring) is td3_family.py's, shared with td3_bc.py; this file holds
+ReBRAC's networks, critic target and actor loss. Defaults follow CORL's ReBRAC
 (tinkoff-ai/CORL, algorithms/offline/rebrac.py and configs/offline/rebrac/*, the authors'
 code): 3x256 actor and twin critics with PyTorch-style fan-in uniform kernels, hidden biases
 0.1 and small uniform output layers (EDAC's initialisation), LayerNorm after every critic
@@ -26,6 +27,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from seqeval.algorithms import td3_family
 from seqeval.algorithms.base import (
     AT_LEAST_ONE,
     NON_NEGATIVE,
@@ -35,24 +37,8 @@ from seqeval.algorithms.base import (
     Spaces,
     check_ranges,
 )
-from seqeval.algorithms.nets import (
-    DeterministicActor,
-    MLPOptions,
-    StateActionEnsemble,
-    ensemble_mse,
-    normalize,
-    td_target,
-)
-from seqeval.algorithms.td3_bc import (
-    METRICS,
-    TD3BCState,
-    act,
-    actor_and_target_step,
-    delayed_update,
-    explore,
-    initial_state,
-    smoothed_target_actions,
-)
+from seqeval.algorithms.nets import DeterministicActor, MLPOptions, StateActionEnsemble, td_target
+from seqeval.algorithms.td3_family import METRICS, TD3State, act, explore, initial_state
 
 # EDAC's initialisation, as CORL's ReBRAC: U(+-1/sqrt(fan_in)) kernels, biases 0.1, and output
 # layers drawn from U(+-1e-3) (actor) and U(+-3e-3) (critics).
@@ -82,7 +68,7 @@ class ReBRACConfig:
     exploration_noise: float = 0.1  # std of Gaussian action noise when acting online
 
 
-ReBRACState = TD3BCState  # actor, twin critics, both target networks, statistics, actor loss
+ReBRACState = TD3State  # actor, twin critics, both target networks, statistics, actor loss
 
 
 def _networks(config: ReBRACConfig, spaces: Spaces):
@@ -129,74 +115,35 @@ def rebrac_actor_loss(q: jax.Array, policy_actions: jax.Array, actions: jax.Arra
 # ---------------------------------------------------------------------------------------------
 
 
-def _normalized(state: ReBRACState, observations: jax.Array) -> jax.Array:
-    return normalize(observations, state.observation_mean, state.observation_std)
-
-
 def _critic_target(config: ReBRACConfig, state: ReBRACState, batch: Batch,
                    next_observations: jax.Array, noise: jax.Array | None) -> jax.Array:
-    next_actions = state.actor.apply_fn(state.target_actor_params, next_observations)
-    if noise is not None:
-        next_actions = smoothed_target_actions(next_actions, noise, config.policy_noise,
-                                               config.noise_clip)
+    """ReBRAC's target: TD3's, less the critic's penalty on the (smoothed) target action."""
+    next_actions = td3_family.target_actions(config, state, next_observations, noise)
     next_q = state.critic.apply_fn(state.target_critic_params, next_observations, next_actions)
     return rebrac_critic_target(batch.rewards, batch.terminals, jnp.min(next_q, axis=0),
                                 next_actions, batch.next_actions, batch.next_action_valid,
                                 config.discount, config.critic_bc_coef)
 
 
-def critic_step(config: ReBRACConfig, state: ReBRACState, batch: Batch, key: jax.Array):
-    """One twin-critic update (every step); returns (state, critic loss, Q on the batch)."""
-    observations = _normalized(state, batch.observations)
-    next_observations = _normalized(state, batch.next_observations)
-    noise = jax.random.normal(key, batch.actions.shape, batch.actions.dtype)
-    target = _critic_target(config, state, batch, next_observations, noise)
-
-    def critic_loss_fn(params):
-        q = state.critic.apply_fn(params, observations, batch.actions)
-        return ensemble_mse(q, target), q
-
-    (critic_loss, q), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-        state.critic.params)
-    return state.replace(critic=state.critic.apply_gradients(grads=grads)), critic_loss, q
-
-
-def actor_step(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> ReBRACState:
-    """One delayed actor update (on the smaller Q of the twins) and the Polyak step of both
-    target networks."""
-    observations = _normalized(state, batch.observations)
-
-    def actor_loss_fn(params):
-        policy_actions = state.actor.apply_fn(params, observations)
-        q_policy = jnp.min(state.critic.apply_fn(state.critic.params, observations,
-                                                 policy_actions), axis=0)
-        return rebrac_actor_loss(q_policy, policy_actions, batch.actions, config.actor_bc_coef,
-                                 config.normalize_q)
-
-    return actor_and_target_step(config, state, actor_loss_fn)
+def _actor_loss(config: ReBRACConfig, state: ReBRACState, params: dict, observations: jax.Array,
+                batch: Batch) -> jax.Array:
+    """ReBRAC's actor loss at `params`, on the smaller Q of the twins."""
+    policy_actions = state.actor.apply_fn(params, observations)
+    q_policy = jnp.min(state.critic.apply_fn(state.critic.params, observations, policy_actions),
+                       axis=0)
+    return rebrac_actor_loss(q_policy, policy_actions, batch.actions, config.actor_bc_coef,
+                             config.normalize_q)
 
 
 def update(config: ReBRACConfig, state: ReBRACState, batch: Batch, key: jax.Array):
     """TD3's schedule: the critics every step, actor and targets every policy_frequency-th."""
-    return delayed_update(config, state, batch, key, critic_step, actor_step)
+    return td3_family.update(config, state, batch, key, _critic_target, _actor_loss)
 
 
 def score(config: ReBRACConfig, state: ReBRACState, batch: Batch) -> dict[str, jax.Array]:
-    """Prequential signal on unseen transitions: the actor's action MSE and the critics'
-    squared TD error against ReBRAC's penalised target (no smoothing noise: score takes no
-    key).
-    q_value: the critics' minimum Q of the dataset's action, a prediction rather than a
-    loss (higher: the critic rates the logged action higher)."""
-    observations = _normalized(state, batch.observations)
-    next_observations = _normalized(state, batch.next_observations)
-    predicted = state.actor.apply_fn(state.actor.params, observations)
-    target = _critic_target(config, state, batch, next_observations, None)
-    q = state.critic.apply_fn(state.critic.params, observations, batch.actions)
-    return {
-        "action_mse": jnp.mean((predicted - batch.actions) ** 2),
-        "td_error": jnp.mean((q - target) ** 2),
-        "q_value": jnp.mean(jnp.min(q, axis=0)),
-    }
+    """Action MSE, and the critics' TD error against ReBRAC's penalised target
+    (td3_family.score)."""
+    return td3_family.score(config, state, batch, _critic_target)
 
 
 def check_config(config: ReBRACConfig) -> None:
@@ -211,11 +158,11 @@ AGENT = Agent(
     config_class=ReBRACConfig,
     init=init,
     update=update,
-    act=act,  # TD3+BC's: the deterministic actor
-    explore=explore,  # TD3+BC's: the deterministic action plus Gaussian noise
+    act=act,  # td3_family's: the deterministic actor
+    explore=explore,  # td3_family's: the deterministic action plus Gaussian noise
     score=score,
     check_config=check_config,
-    metrics=METRICS,  # TD3+BC's: the same losses and predictions
+    metrics=METRICS,  # td3_family's: the same losses and predictions as TD3+BC
     description="ReBRAC (Tarasov et al. 2023): TD3+BC with actor and critic BC penalties, "
                 "LayerNorm critics, batch 1024",
     default_batch_size=REFERENCE_BATCH_SIZE,

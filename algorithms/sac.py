@@ -1,10 +1,10 @@
-"""SAC: soft actor-critic with a learned temperature.
+"""SAC: soft actor-critic with a learned entropy coefficient (temperature) alpha.
 
 Haarnoja, Zhou, Abbeel & Levine, "Soft Actor-Critic: Off-Policy Maximum Entropy Deep
 Reinforcement Learning with a Stochastic Actor" (ICML 2018), arXiv 1801.01290, with the learned
 temperature of Haarnoja et al., "Soft Actor-Critic Algorithms and Applications" (2018), arXiv
 1812.05905 (target entropy -|A|). Defaults follow the latter's MuJoCo setting: Adam 3e-4 for
-the actor, the critics and the temperature, 2x256 networks, discount 0.99, tau 0.005, twin
+the actor, the critics and alpha, 2x256 networks, discount 0.99, tau 0.005, twin
 critics whose minimum backs up, the entropy term in the TD target. The log standard deviation
 is squashed smoothly into [-5, 2] with tanh (CleanRL's and jaxrl's SAC), which keeps its
 gradient alive at the bounds; online exploration acts uniformly at random until the first
@@ -15,7 +15,7 @@ Offline, SAC has nothing keeping its policy on the data: it is the classic basel
 without a constraint (Kumar et al. 2019, 2020). Online (`--online-steps`) it is the usual
 fine-tuning baseline. seqeval's dataset builder trains its behaviour policies with this agent
 (seqeval.envs.sac runs `update` inside its replay-buffer loop), and CQL reuses its actor and
-temperature losses.
+alpha losses. Its alpha settings are named as CQL's (initial_alpha; alpha_learning_rate).
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ class SACConfig:
     critic_hidden_dims: tuple[int, ...] = (256, 256)  # widths of each Q network
     actor_learning_rate: float = 3e-4  # Adam step size of the policy
     critic_learning_rate: float = 3e-4  # Adam step size of the Q networks
-    temperature_learning_rate: float = 3e-4  # Adam step size of log alpha
+    alpha_learning_rate: float = 3e-4  # Adam step size of log alpha
     discount: float = 0.99  # gamma of the TD target
     tau: float = 0.005  # Polyak rate of the target Q networks
     num_critics: int = 2  # Q networks; the TD target and the actor use their minimum
-    initial_temperature: float = 1.0  # alpha at the start
+    initial_alpha: float = 1.0  # entropy coefficient alpha at the start
     target_entropy: float | None = None  # entropy alpha is tuned towards; default -action_dim
     backup_entropy: bool = True  # soft TD target: subtract alpha * log pi(a'|s')
     log_std_min: float = -5.0  # lower bound of the policy's log standard deviation
@@ -74,7 +74,9 @@ class SACConfig:
 class SACState(struct.PyTreeNode):
     actor: TrainState
     critic: TrainState  # num_critics Q networks with a leading ensemble axis
-    log_temperature: TrainState  # log alpha, a scalar "network"
+    # log alpha, a scalar "network" (named as before: the dataset builder's checkpoints of a
+    # SAC training in progress hold the state by its field names)
+    log_temperature: TrainState
     target_critic_params: dict
 
 
@@ -101,8 +103,8 @@ def init(config: SACConfig, key: jax.Array, spaces: Spaces, stats: DatasetStats,
         critic=TrainState.create(apply_fn=critic.apply, params=critic_params,
                                  tx=adam(config.critic_learning_rate)),
         log_temperature=TrainState.create(
-            apply_fn=None, params={"log": jnp.float32(math.log(config.initial_temperature))},
-            tx=adam(config.temperature_learning_rate)),
+            apply_fn=None, params={"log": jnp.float32(math.log(config.initial_alpha))},
+            tx=adam(config.alpha_learning_rate)),
         # A separate copy: a trainer that donates its state cannot donate one buffer twice.
         target_critic_params=jax.tree.map(jnp.copy, critic_params),
     )
@@ -127,8 +129,8 @@ def sac_actor_loss(log_probs: jax.Array, q: jax.Array, alpha: jax.Array) -> jax.
     return jnp.mean(alpha * log_probs - q)
 
 
-def entropy_temperature_loss(log_alpha: jax.Array, log_probs: jax.Array,
-                             target_entropy: float) -> jax.Array:
+def entropy_alpha_loss(log_alpha: jax.Array, log_probs: jax.Array,
+                       target_entropy: float) -> jax.Array:
     """Automatic tuning: -log_alpha * E[log pi + target_entropy] (pi held fixed)."""
     return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_probs) + target_entropy)
 
@@ -181,20 +183,20 @@ def update(config: SACConfig, state: SACState, batch: Batch, key: jax.Array):
     (actor_loss, log_probs), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
         state.actor.params)
 
-    # Temperature: towards the target entropy, on the actor's samples of this step.
+    # Alpha: towards the target entropy, on the actor's samples of this step.
     target_entropy = _target_entropy(config, batch.actions.shape[-1])
-    temperature_loss, temperature_grads = jax.value_and_grad(
-        lambda p: entropy_temperature_loss(p["log"], log_probs, target_entropy))(
+    alpha_loss, alpha_grads = jax.value_and_grad(
+        lambda p: entropy_alpha_loss(p["log"], log_probs, target_entropy))(
         state.log_temperature.params)
 
     state = state.replace(
         actor=state.actor.apply_gradients(grads=actor_grads),
         critic=critic,
-        log_temperature=state.log_temperature.apply_gradients(grads=temperature_grads),
+        log_temperature=state.log_temperature.apply_gradients(grads=alpha_grads),
         target_critic_params=polyak(state.target_critic_params, critic.params, config.tau),
     )
     metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha": alpha,
-               "temperature_loss": temperature_loss, "entropy": -jnp.mean(log_probs),
+               "alpha_loss": alpha_loss, "entropy": -jnp.mean(log_probs),
                "q_mean": jnp.mean(q)}
     return state, metrics
 
@@ -252,7 +254,7 @@ def score(config: SACConfig, state: SACState, batch: Batch) -> dict[str, jax.Arr
 
 def check_config(config: SACConfig) -> None:
     """Ranges of this agent's settings, beyond the conventions every config meets."""
-    check_ranges("sac", config, num_critics=AT_LEAST_ONE, initial_temperature=POSITIVE)
+    check_ranges("sac", config, num_critics=AT_LEAST_ONE, initial_alpha=POSITIVE)
     check_log_std_bounds("sac", config)
 
 
@@ -260,9 +262,9 @@ def check_config(config: SACConfig) -> None:
 METRICS = {
     "critic_loss": Metric("lower", "twin critics' squared TD error on the batch"),
     "actor_loss": Metric("lower", "alpha log pi minus Q of the policy's actions"),
-    "alpha": Metric(None, "entropy temperature"),
-    "temperature_loss": Metric(None, "the temperature's tuning loss: its sign follows the "
-                                     "entropy target, not the policy's quality"),
+    "alpha": Metric(None, "entropy coefficient (temperature)"),
+    "alpha_loss": Metric(None, "alpha's tuning loss: its sign follows the entropy target, "
+                               "not the policy's quality"),
     "entropy": Metric(None, "policy entropy estimate"),
     "q_mean": Metric("higher", "mean Q of the batch's actions (a predicted return)"),
     **GAUSSIAN_ACTOR_CRITIC_SCORES,
@@ -278,6 +280,9 @@ AGENT = Agent(
     score=score,
     check_config=check_config,
     metrics=METRICS,
+    # One name per concept across agents: alpha's settings are named as CQL's.
+    renamed_settings={"initial_temperature": "initial_alpha",
+                      "temperature_learning_rate": "alpha_learning_rate"},
     description="SAC (Haarnoja et al. 2018): off-policy maximum-entropy actor-critic, "
                 "no offline constraint",
 )

@@ -426,10 +426,13 @@ class SACTrainer:
                             "version; delete that directory to retrain")
         config = json.loads(json.dumps(dataclasses.asdict(self.config)))
         budget = json.loads(json.dumps(dataclasses.asdict(self.budget)))
+        recorded = previous.get("sac_config")
+        if isinstance(recorded, dict):  # an earlier seqeval's names of the same settings
+            recorded = {sac.AGENT.renamed_settings.get(k, k): v for k, v in recorded.items()}
         same = (
             previous.get("env_id") == self.env_id
             and previous.get("seed") == self.seed
-            and previous.get("sac_config") == config
+            and recorded == config
             and previous.get("budget") == budget
         )
         if not same:

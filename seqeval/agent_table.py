@@ -59,5 +59,9 @@ def defaults_markdown(agents: Sequence[Agent]) -> str:
             rows.append(f"| `{field.name}` | `{_default_text(field)}` | {meaning} |")
         batch = (f" Batch size {agent.default_batch_size} (the agent's own; `--batch-size` "
                  "overrides)." if agent.default_batch_size is not None else "")
+        renamed = "; ".join(f"`{old}` is now `{new}`"
+                            for old, new in agent.renamed_settings.items())
+        if renamed:
+            batch += f" Renamed settings (the old names are refused): {renamed}."
         parts.append(f"### `{agent.name}`\n\n{agent.description}.{batch}\n\n" + "\n".join(rows))
     return "\n\n".join(parts) + "\n"

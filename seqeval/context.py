@@ -238,12 +238,32 @@ def _agent_code(agent: Agent, spec: str):
         raise named from None
 
 
+def _check_setting_names(agent: Agent, run_dir: RunDir) -> None:
+    """Refuse, naming why, to resume a run started under a setting name the agent has since
+    renamed (`Agent.renamed_settings`): an earlier seqeval's run, whose agent code differs too,
+    so it cannot go on; `RunDir.open` would only call it another config."""
+    try:
+        existing = run_dir.read_config() or {}
+    except UserError:
+        return  # a damaged config.json: `RunDir.open` says so
+    started = existing.get("agent_config")
+    if existing.get("agent_name") != agent.name or not isinstance(started, dict):
+        return
+    old = next((key for key in started if key in agent.renamed_settings), None)
+    if old is not None:
+        raise UserError(f"'{run_dir.path}' was started with {agent.name}'s setting '{old}', "
+                        f"since renamed '{agent.renamed_settings[old]}', by an earlier seqeval "
+                        "whose agent code differs: it cannot be resumed; start fresh with "
+                        "another --out (or delete the run directory)")
+
+
 def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
     """Load and check the agent and the data; the run directory is not touched yet."""
     check_settings(settings)
     agent = get_agent(settings.agent)
     with _agent_code(agent, settings.agent):
         agent_config = agent.make_config(dict(settings.agent_overrides))
+    _check_setting_names(agent, RunDir(settings.out))
     data, block_sizes = load_datasets(settings.dataset, settings.env)
     check_evaluation_environment(settings.dataset.split(",")[0], settings.env)
     if settings.ref_scores is not None:

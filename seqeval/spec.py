@@ -327,9 +327,7 @@ def _agent_axes(agent: Any, shared: dict[str, Any], own: dict[str, Any],
     axes = []
     for key, (value, where) in settings.items():
         if key not in hints:
-            known = ", ".join(f.name for f in dataclasses.fields(agent.config_class))
-            raise UserError(f"{where}: agent '{agent.name}' has no setting '{key}'; its "
-                            f"settings are: {known}")
+            raise UserError(f"{where}: {agent.unknown_setting(key)}")
         typed = []
         for item in _grid_values(value, hints[key], where):
             try:
@@ -356,6 +354,10 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
     log, wandb_project = _tracking(study)
     shared, own_tables = _agent_tables(spec)
     agents = _load_agents(agent_names, own_tables, spec_dir)
+    for key in shared:  # an old name in [agent] gets its new name, whichever agent comes first
+        renamed = next((a for a in agents.values() if key in a.renamed_settings), None)
+        if renamed is not None:
+            raise UserError(f"[agent] {key}: {renamed.unknown_setting(key)}")
     agent_axes = {}
     for name in agent_names:
         agent = agents[name]

@@ -206,6 +206,6 @@ batch_size = 64
 [agent]
 hidden_dims = [32, 32]
 [agent.td3_bc]
-alpha = [0.1, 2.5, 10.0]
+actor_q_coef = [0.1, 2.5, 10.0]
 """
 TINY_STUDY_EVALUATIONS = [9_000, 9_500, 10_000]

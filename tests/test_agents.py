@@ -86,6 +86,51 @@ def test_cql_optional_settings_parse():
     assert agent.make_config({"lagrange": "true"}).lagrange is True
 
 
+# Setting names that several built-in agents have, and the one thing each means in all of them,
+# so that a study's shared [agent] key sets the same concept in every agent it applies to. A
+# new shared name fails the test below until it is checked to mean one thing and listed here.
+SHARED_SETTINGS = {
+    "actor_hidden_dims": "the actor's MLP widths",
+    "critic_hidden_dims": "the widths of each critic",
+    "actor_learning_rate": "Adam step size of the actor (CQL's also steps alpha, as CORL's)",
+    "critic_learning_rate": "Adam step size of the critics",
+    "discount": "gamma of the TD target",
+    "tau": "Polyak rate of the target networks",
+    "normalize_observations": "standardise observations with the dataset's statistics",
+    "exploration_noise": "std of the Gaussian action noise when acting online",
+    "policy_noise": "std of TD3's target policy smoothing noise",
+    "noise_clip": "clip of TD3's smoothing noise",
+    "policy_frequency": "critic steps per actor and target update (TD3's delay)",
+    "log_std_min": "lower bound of the policy's log standard deviation",
+    "log_std_max": "upper bound of the policy's log standard deviation",
+    "max_weight": "clip of the advantage weights",
+    "target_entropy": "the entropy alpha is tuned towards",
+    "backup_entropy": "subtract alpha log pi(a'|s') in the TD target",
+    "initial_alpha": "the entropy coefficient alpha at the start",
+}
+
+
+def test_a_setting_name_means_one_thing_in_every_agent():
+    agents_with: dict[str, list[str]] = {}
+    for name in AGENTS:
+        for field in dataclasses.fields(get_agent(name).config_class):
+            agents_with.setdefault(field.name, []).append(name)
+    assert {key for key, names in agents_with.items() if len(names) > 1} == set(SHARED_SETTINGS)
+    renamed = {name: get_agent(name).renamed_settings for name in AGENTS}
+    assert renamed["iql"] == {"temperature": "beta"}
+    assert renamed["sac"] == {"initial_temperature": "initial_alpha",
+                              "temperature_learning_rate": "alpha_learning_rate"}
+    assert renamed["td3_bc"] == {"alpha": "actor_q_coef"}
+    for name, names in renamed.items():
+        for old, new in names.items():
+            assert name in agents_with[new]
+            # An old name is no agent's setting, so it can only ever be refused.
+            assert old not in agents_with, f"{name}'s old '{old}' is {agents_with[old]}'s"
+            with pytest.raises(UserError, match=f"^agent '{name}' has no setting '{old}': it "
+                                                f"is now '{new}' "):
+                get_agent(name).make_config({old: "1"})
+
+
 
 
 
@@ -227,7 +272,7 @@ def test_iql_scales_rewards_by_the_dataset_return_range():
     assert float(off.reward_scale) == 1.0
 
 
-def test_cql_lagrange_multiplier_and_fixed_temperature():
+def test_cql_lagrange_multiplier_and_fixed_alpha():
     batch = synthetic_batch(jax.random.PRNGKey(0), 32)
     agent, config = small_config("cql", lagrange=True, lagrange_threshold=-100.0,
                                  automatic_entropy_tuning=False, initial_alpha=0.3)
@@ -250,15 +295,15 @@ def test_cql_lagrange_multiplier_and_fixed_temperature():
 # half of the steps and random torques on the rest (its own average is about 50); the expert
 # dataset follows the controller with small noise. Budget-driven settings, documented in
 # docs/agents.md: CQL's policy learns at 1e-3 (default 1e-4 needs far more steps), and IQL
-# runs at temperature 0.5 with a 1e-3 actor on expert data: with Pendulum's large scaled
-# rewards its default temperature-3 weights ignore the rare swing-up states for thousands of
-# steps (on mixed data at temperature 1, three seeds scored 43, -3 and 59). AWAC's default
+# runs at beta 0.5 with a 1e-3 actor on expert data: with Pendulum's large scaled rewards
+# its default beta-3 weights ignore the rare swing-up states for thousands of steps (on mixed
+# data at beta 1, three seeds scored 43, -3 and 59). AWAC's default
 # lambda 1/3 is slow the same way on this budget (two seeds: 24 and -32; lambda 3: 85 and 57).
 LEARNED_THRESHOLD = 40.0
 PENDULUM_RUNS = {
     "td3_bc": (MIXED, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"))),
     "iql": (EXPERT, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"),
-                     ("value_hidden_dims", "64,64"), ("temperature", "0.5"),
+                     ("value_hidden_dims", "64,64"), ("beta", "0.5"),
                      ("actor_learning_rate", "1e-3"))),
     "cql": (MIXED, (("actor_hidden_dims", "64,64"), ("critic_hidden_dims", "64,64"),
                     ("actor_learning_rate", "1e-3"))),

@@ -104,6 +104,30 @@ def test_rerun_over_a_different_run_is_refused(store, tmp_path, capsys):
     assert "holds a run with a different config" in capsys.readouterr().err
 
 
+def test_a_run_started_under_a_renamed_setting_is_refused_with_its_new_name(store, tmp_path,
+                                                                           capsys):
+    # An earlier seqeval's IQL run: its config.json names beta 'temperature'. Its agent code
+    # differs too, so it cannot be resumed: refused (not mapped), before any data is read.
+    from seqeval.agents import config_to_dict, get_agent
+
+    agent_config = config_to_dict(get_agent("iql").make_config())
+    agent_config["temperature"] = agent_config.pop("beta")
+    config = tmp_path / "out" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"agent": "iql", "agent_name": "iql", "dataset": EXPERT,
+                                  "agent_config": agent_config}))
+    before = config.read_bytes()
+    assert _run(["--agent", "iql", "--dataset", EXPERT, "--agent.beta", "3", "--no-progress"],
+                tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (f"seqeval: error: '{tmp_path / 'out'}' was started with iql's setting "
+            "'temperature', since renamed 'beta', by an earlier seqeval") in err
+    assert "start fresh with another --out" in err
+    assert [p.name for p in config.parent.iterdir()] == ["config.json"]
+    assert config.read_bytes() == before
+
+
 def test_divergence_is_detected_and_reported(store, tmp_path, capsys):
     agent_file = tmp_path / "diverging.py"
     agent_file.write_text(DIVERGING_AGENT)

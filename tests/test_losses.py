@@ -65,7 +65,9 @@ def test_td3_target_with_clipped_smoothing_noise_matches_numpy():
     rewards = np.array([1.0, -0.5, 2.0], np.float32)
     terminals = np.array([0.0, 1.0, 0.0], np.float32)
 
-    target = td3_bc._critic_target(config, state, jnp.asarray(rewards), jnp.asarray(terminals),
+    batch = Batch(observations=np.zeros((3, 3), np.float32), actions=np.zeros((3, 2), np.float32),
+                  rewards=rewards, next_observations=next_obs, terminals=terminals)
+    target = td3_bc._critic_target(config, state, jax.tree.map(jnp.asarray, batch),
                                    jnp.asarray(next_obs), jnp.asarray(noise))
 
     actor_params = state.target_actor_params["params"]
@@ -170,7 +172,7 @@ def test_sac_losses_match_numpy():
     assert float(cql.sac_actor_loss(log_probs, q, jnp.float32(0.2))) == pytest.approx(
         float(np.mean(0.2 * log_probs - q)))
     # target entropy -2: loss = -log_alpha * mean(logp - 2)
-    loss = cql.entropy_temperature_loss(jnp.float32(0.3), jnp.asarray(log_probs), -2.0)
+    loss = cql.entropy_alpha_loss(jnp.float32(0.3), jnp.asarray(log_probs), -2.0)
     assert float(loss) == pytest.approx(-0.3 * float(np.mean(log_probs - 2.0)), rel=1e-6)
 
 

@@ -57,9 +57,9 @@ def legend_labels(fig) -> list[str]:
 
 def test_agent_settings_make_distinct_methods_labelled_by_what_differs(tmp_path):
     low = write_run(tmp_path / "iql-07", "iql", "d/a-v0", {0: [10, 20, 30, 40]},
-                    agent_config={"expectile": 0.7, "temperature": 3.0})
+                    agent_config={"expectile": 0.7, "beta": 3.0})
     high = write_run(tmp_path / "iql-09", "iql", "d/a-v0", {0: [50, 60, 70, 80]},
-                     agent_config={"expectile": 0.9, "temperature": 3.0})
+                     agent_config={"expectile": 0.9, "beta": 3.0})
     bc = write_run(tmp_path / "bc", "bc", "d/a-v0", {0: [1, 2, 3, 4]},
                    agent_config={"hidden_dims": [64, 64]})
     groups, notes = load_groups([low, high, bc])

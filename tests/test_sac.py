@@ -58,7 +58,7 @@ def test_agent_is_registered_and_cql_reuses_its_losses():
     agent = get_agent("sac")
     assert agent.config_class is sac.SACConfig and agent.update is sac.update
     assert cql.sac_actor_loss is sac.sac_actor_loss
-    assert cql.entropy_temperature_loss is sac.entropy_temperature_loss
+    assert cql.entropy_alpha_loss is sac.entropy_alpha_loss
 
 
 def test_squash_log_std_matches_numpy():
@@ -77,10 +77,10 @@ def test_soft_value_and_actor_loss_match_numpy():
         == pytest.approx(np.mean(0.3 * log_probs - q), rel=1e-5)
 
 
-def test_temperature_loss_and_gradient_match_numpy():
+def test_alpha_loss_and_gradient_match_numpy():
     log_probs = np.array([-1.5, -0.2, 0.4, -2.0], np.float32)
     target_entropy = -2.0
-    value, grad = jax.value_and_grad(sac.entropy_temperature_loss)(
+    value, grad = jax.value_and_grad(sac.entropy_alpha_loss)(
         jnp.float32(0.3), jnp.asarray(log_probs), target_entropy)
     assert float(value) == pytest.approx(-0.3 * np.mean(log_probs + target_entropy), rel=1e-6)
     # d/dlog_alpha: alpha grows when the policy's entropy (-E log pi) is below the target.
@@ -91,7 +91,7 @@ def test_temperature_loss_and_gradient_match_numpy():
 def test_update_losses_match_numpy(backup_entropy):
     """The critic loss is sum over the Q networks of MSE to r + gamma (1 - d) (min Q'(s', a')
     - alpha log pi(a'|s')); the actor loss uses the critics after this step's update."""
-    config = small_config(backup_entropy=backup_entropy, initial_temperature=0.5)
+    config = small_config(backup_entropy=backup_entropy, initial_alpha=0.5)
     state, batch, key = init_state(config), random_batch(1), jax.random.PRNGKey(7)
     new_state, metrics = jax.jit(lambda s, b, k: sac.update(config, s, b, k))(state, batch, key)
 
@@ -200,3 +200,28 @@ def test_sac_runs_offline_then_online_on_the_same_axis(store, tmp_path):
     phases = [(int(row["samples"]), row["phase"]) for row in rows]
     assert phases == [(10_000, "offline"), (10_400, "online")]
     assert all(np.isfinite(float(row["normalized_score"])) for row in rows)
+
+
+def test_a_dataset_build_cache_recorded_under_the_old_names_is_kept(tmp_path):
+    """A finished SAC training of the dataset builder, recorded by an earlier seqeval under
+    alpha's old setting names, is the same training: kept, not retrained; other values are
+    still refused."""
+    import json
+
+    from seqeval.envs.sac import CHECKPOINT_FORMAT, SACTrainer, TrainBudget
+    from seqeval.errors import UserError
+
+    config, budget = small_config(), TrainBudget(env_steps=1000)
+    trainer = SACTrainer("Pendulum-v1", config, budget, tmp_path, seed=0, progress=False)
+    recorded = dataclasses.asdict(config)
+    renamed = {new: old for old, new in sac.AGENT.renamed_settings.items()}
+    recorded = {renamed.get(key, key): value for key, value in recorded.items()}
+    assert "initial_temperature" in recorded and "initial_alpha" not in recorded
+    progress = {"format": CHECKPOINT_FORMAT, "env_id": "Pendulum-v1", "seed": 0,
+                "sac_config": recorded, "budget": dataclasses.asdict(budget), "complete": True}
+    trainer.progress_path.write_text(json.dumps(progress))
+    assert trainer.train() == json.loads(json.dumps(progress))
+    recorded["initial_temperature"] = 0.5
+    trainer.progress_path.write_text(json.dumps(progress))
+    with pytest.raises(UserError, match="holds a SAC run with other settings"):
+        trainer.train()

@@ -58,8 +58,8 @@ def training_csv(seeds: dict[int, dict[str, list[float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Four configurations (alpha 0..3) of td3_bc on one dataset, two seeds each. The final score
-# rises with alpha; the action loss falls with it (it ranks exactly as the truth), the TD error
+# Four configurations (actor_q_coef 0..3) of td3_bc on one dataset, two seeds each. The final
+# score rises with it; the action loss falls with it (it ranks exactly as the truth), the TD error
 # rises with it (exactly backwards), and Q orders the configurations 1 > 3 > 2 > 0.
 TRUTH = {0: 20.0, 1: 40.0, 2: 60.0, 3: 80.0}
 NOISE = {0: -15.0, 1: 15.0}  # per seed, its sign alternating with alpha: resampled means of
@@ -80,7 +80,7 @@ def study(tmp_path) -> list[Path]:
         metrics = {s: {"action_mse": action_mse(alpha, s), "td_error": [1.0 + alpha] * 3,
                        "q_value": [Q[alpha] + 0.5 * s] * 3} for s in (0, 1)}
         run = write_run(tmp_path / f"alpha{alpha}", "td3_bc", "d/a-v0", seeds,
-                        agent_config={"alpha": alpha}, prequential=prequential_csv(metrics))
+                        agent_config={"actor_q_coef": alpha}, prequential=prequential_csv(metrics))
         # A training loss that mirrors each seed's own final score exactly.
         (run / "training.csv").write_text(training_csv(
             {s: {"critic_loss": [100.0 - seeds[s][-1]] * 4, "alpha_value": [1.0] * 4}
@@ -94,7 +94,7 @@ def test_criteria_are_computed_from_the_recorded_rows(study):
     (cell,) = cells
     assert notes == ["td3_bc (sequential) on d/a-v0: alpha_value has no direction (the agent's "
                      "Agent.metrics), so no criterion"]
-    assert [c.label for c in cell.configurations] == [f"alpha={a}" for a in range(4)]
+    assert [c.label for c in cell.configurations] == [f"actor_q_coef={a}" for a in range(4)]
     by_name = {c.name: c for c in cell.criteria}
     # Every recorded prequential metric gives two criteria; training metrics with a direction
     # declared by the agent (td3_bc.METRICS) one; an undeclared one is left out.
@@ -223,7 +223,7 @@ def test_checkpoints_are_scored_on_the_chunk_after_each_evaluation(tmp_path):
     scores = {0: [50.0, 80.0, 60.0, 70.0], 1: [50.0, 60.0, 90.0, 70.0]}
     losses = {0: {"action_mse": [0.5, 0.2, 0.4]}, 1: {"action_mse": [0.3, 0.2, 0.4]}}
     runs = [write_run(tmp_path / f"c{alpha}", "td3_bc", "d/a-v0", scores,
-                      agent_config={"alpha": alpha}, prequential=prequential_csv(losses))
+                      agent_config={"actor_q_coef": alpha}, prequential=prequential_csv(losses))
             for alpha in (1, 2)]
     (cell,) = select.build_cells(load_groups(runs)[0])[0]
     (mse,) = cell.checkpoint_criteria
@@ -253,8 +253,9 @@ def test_command_writes_its_files_and_refuses_bad_input(study, tmp_path, capsys)
     rows = read_csv(out / "selection.csv")
     assert len(rows) == 7 * 2  # criteria x truths
     row = next(r for r in rows if r["criterion"] == "td_error_dl" and r["truth"] == "final")
-    assert (row["direction"], row["picked"], row["best"]) == ("lower is better", "alpha=0",
-                                                              "alpha=3")
+    assert (row["direction"], row["picked"], row["best"]) == ("lower is better",
+                                                              "actor_q_coef=0",
+                                                              "actor_q_coef=3")
     assert float(row["regret"]) == pytest.approx(60.0)
     assert len(read_csv(out / "configurations.csv")) == 4
     assert {r["criterion"] for r in read_csv(out / "checkpoints.csv")} == {
@@ -343,9 +344,10 @@ def test_select_on_a_tiny_real_study(tiny_study, tmp_path, capsys):
     # 6 digits, which can tie configurations whose description lengths differ in the 7th).
     configurations = read_csv(out / "configurations.csv")
     assert sorted(r["configuration"] for r in configurations) == [
-        "alpha=0.1", "alpha=10.0", "alpha=2.5"]
-    run_dirs = {f"alpha={json.loads((d / 'config.json').read_text())['agent_config']['alpha']}": d
-                for d in (study / "runs").glob("*/*")}
+        "actor_q_coef=0.1", "actor_q_coef=10.0", "actor_q_coef=2.5"]
+    run_dirs = {"actor_q_coef={}".format(
+        json.loads((d / "config.json").read_text())["agent_config"]["actor_q_coef"]): d
+        for d in (study / "runs").glob("*/*")}
     result = select.run_selection([study], reps=300)
     (cell,) = result.cells
     labels = [c.label for c in cell.configurations]
@@ -404,13 +406,13 @@ def test_a_running_sum_that_crosses_zero_reads_back(tmp_path):
 
 
 @pytest.mark.parametrize("agent, undirected", [("cql", "alpha_loss"),
-                                               ("sac", "temperature_loss")])
+                                               ("sac", "alpha_loss")])
 def test_a_loss_without_a_direction_is_no_criterion(tmp_path, agent, undirected):
     scores = {0: [50.0, 60.0, 70.0, 80.0]}
     runs = []
     for alpha in (1, 2):
         run = write_run(tmp_path / f"c{alpha}", agent, "d/a-v0", scores,
-                        agent_config={"alpha": alpha})
+                        agent_config={"initial_alpha": alpha})
         (run / "training.csv").write_text(training_csv(
             {0: {"critic_loss": [1.0, 0.5, 0.4, 0.3], undirected: [0.1, -0.2, 0.3, -0.4]}}))
         runs.append(run)
@@ -426,7 +428,7 @@ def test_checkpoint_baselines_use_only_the_points_a_criterion_can_pick(tmp_path)
     scores = {0: [50.0, 60.0, 55.0, 95.0]}
     losses = {0: {"action_mse": [0.5, 0.2, 0.4]}}
     runs = [write_run(tmp_path / f"c{alpha}", "td3_bc", "d/a-v0", scores,
-                      agent_config={"alpha": alpha}, prequential=prequential_csv(losses))
+                      agent_config={"actor_q_coef": alpha}, prequential=prequential_csv(losses))
             for alpha in (1, 2)]
     (cell,) = select.build_cells(load_groups(runs)[0])[0]
     (mse,) = cell.checkpoint_criteria
@@ -441,7 +443,7 @@ def test_checkpoint_intervals_take_configurations_as_units(tmp_path):
     scores = {1: {0: [50.0, 80.0, 60.0, 70.0], 1: [50.0, 80.0, 60.0, 70.0]},
               2: {0: [50.0, 60.0, 90.0, 70.0], 1: [50.0, 70.0, 80.0, 70.0]}}
     runs = [write_run(tmp_path / f"c{alpha}", "td3_bc", "d/a-v0", scores[alpha],
-                      agent_config={"alpha": alpha}, prequential=prequential_csv(losses))
+                      agent_config={"actor_q_coef": alpha}, prequential=prequential_csv(losses))
             for alpha in (1, 2)]
     (cell,) = select.build_cells(load_groups(runs)[0])[0]
     (result,) = select.select_checkpoints(cell)

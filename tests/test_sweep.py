@@ -87,7 +87,7 @@ def test_grid_expands_to_the_cartesian_product_with_labels_and_stable_paths(tmp_
         "study": {"agents": ["bc", "iql"], "datasets": ["d/one-v0", "d/a-v0,d/b-v0"],
                   "seeds": 3, "mode": ["sequential", "full"]},
         "protocol": {"increment": [10, 20], "eval_every": 4000},
-        "agent": {"iql": {"expectile": [0.7, 0.9], "temperature": [0.5, 3.0]},
+        "agent": {"iql": {"expectile": [0.7, 0.9], "beta": [0.5, 3.0]},
                   "bc": {"learning_rate": 3e-4}},
     }
     runs = expand_spec(spec, tmp_path)
@@ -95,20 +95,20 @@ def test_grid_expands_to_the_cartesian_product_with_labels_and_stable_paths(tmp_
     assert len(runs) == 2 * 2 * 2 * (1 + 4)
     assert len({r.key for r in runs}) == len(runs) == len({r.default_id for r in runs})
     labels = {r.label for r in runs}
-    assert "iql increment=20 expectile=0.9 temperature=0.5" in labels
+    assert "iql increment=20 expectile=0.9 beta=0.5" in labels
     assert "bc increment=10" in labels  # bc's learning rate is set, not a grid axis
-    iql = next(r for r in runs if r.label == "iql increment=20 expectile=0.9 temperature=0.5"
+    iql = next(r for r in runs if r.label == "iql increment=20 expectile=0.9 beta=0.5"
                and r.mode == "full" and r.dataset == "d/a-v0,d/b-v0")
-    assert iql.default_id == ("d-a-v0+d-b-v0/iql_increment=20_expectile=0.9_temperature=0.5_"
+    assert iql.default_id == ("d-a-v0+d-b-v0/iql_increment=20_expectile=0.9_beta=0.5_"
                               f"full_{iql.key}")
     assert iql.num_seeds == 3
     # Only what differs from the defaults defines a run (eval_every 4000 is not the default).
     assert iql.protocol == {"increment": 20, "eval_every": 4000}
-    assert iql.agent_settings == {"expectile": 0.9, "temperature": 0.5}
+    assert iql.agent_settings == {"expectile": 0.9, "beta": 0.5}
     settings = iql.run_settings(tmp_path / "run")
     assert (settings.agent, settings.mode, settings.num_seeds, settings.increment) == (
         "iql", "full", 3, 20)
-    assert dict(settings.agent_overrides) == {"expectile": "0.9", "temperature": "0.5"}
+    assert dict(settings.agent_overrides) == {"expectile": "0.9", "beta": "0.5"}
     assert settings.progress is False
 
     # The same run under an edited spec keeps its key: extending a grid adds runs only.
@@ -137,6 +137,24 @@ def test_shared_agent_settings_defaults_and_agent_files(tmp_path):
     # An agent file is found relative to the spec; the run gets its absolute path.
     assert diverging.agent == f"{(tmp_path / 'agents' / 'diverging.py').resolve()}:AGENT"
     assert diverging.agent_settings == {"blow_up_after": 5}
+
+
+def test_a_shared_agent_setting_sets_the_same_thing_in_every_agent_or_is_refused(tmp_path):
+    from seqeval.errors import UserError
+
+    # [agent] keys apply to every agent of the study, and a setting's name means one thing in
+    # every agent that has it (tests/test_agents.py): TD3's smoothing noise in both here.
+    spec = {"study": {"agents": ["td3_bc", "rebrac"], "datasets": ["d/x-v0"]},
+            "agent": {"policy_noise": 0.3, "tau": [0.01, 0.02]}}
+    runs = expand_spec(spec, tmp_path)
+    assert [(r.agent_name, r.agent_settings["policy_noise"], r.agent_settings["tau"])
+            for r in runs] == [("td3_bc", 0.3, 0.01), ("td3_bc", 0.3, 0.02),
+                               ("rebrac", 0.3, 0.01), ("rebrac", 0.3, 0.02)]
+    # An agent without the setting refuses it, rather than run without what was asked.
+    spec["study"]["agents"].append("sac")
+    with pytest.raises(UserError, match=r"^\[agent\] policy_noise: agent 'sac' has no setting "
+                                        r"'policy_noise'; its settings are: "):
+        expand_spec(spec, tmp_path)
 
 
 def test_runs_start_in_an_order_where_neighbours_compile_different_programs(tmp_path):
@@ -173,6 +191,14 @@ def test_runs_start_in_an_order_where_neighbours_compile_different_programs(tmp_
      "[protocol] seeds: set it in [study]"),
     (f"[study]\nagents = ['bc']\ndatasets = ['{EXPERT}']\n[agent.bc]\nnonsense = [1, 2]\n",
      "[agent.bc] nonsense: agent 'bc' has no setting 'nonsense'"),
+    # A renamed setting's old name, in an agent's table or in [agent] (whichever agent comes
+    # first): refused with the new name.
+    (f"[study]\nagents = ['iql']\ndatasets = ['{EXPERT}']\n[agent.iql]\ntemperature = [0.5, 3]\n",
+     "[agent.iql] temperature: agent 'iql' has no setting 'temperature': it is now 'beta'"),
+    (f"[study]\nagents = ['bc', 'iql']\ndatasets = ['{EXPERT}']\n[agent]\ntemperature = 0.5\n",
+     "[agent] temperature: agent 'iql' has no setting 'temperature': it is now 'beta'"),
+    (f"[study]\nagents = ['sac', 'td3_bc']\ndatasets = ['{EXPERT}']\n[agent]\nalpha = 1.0\n",
+     "[agent] alpha: agent 'td3_bc' has no setting 'alpha': it is now 'actor_q_coef'"),
     (f"[study]\nagents = ['bc']\ndatasets = ['{EXPERT}']\n[agent.bc]\nlearning_rate = 'fast'\n",
      "[agent.bc] learning_rate: agent 'bc': --agent.learning_rate expects float, got 'fast'"),
     (f"[study]\nagents = ['bc']\ndatasets = ['{EXPERT}']\n[agent.iql]\nexpectile = 0.9\n",
@@ -243,7 +269,7 @@ def test_sweep_completes_then_report_and_plot(tiny_study, tmp_path):
 
     table = pd.read_csv(out / "runs.csv")
     assert list(table["dataset"]) == [EXPERT] * 3 and set(table["status"]) == {"complete"}
-    assert list(table["agent.alpha"]) == [0.1, 2.5, 10.0]
+    assert list(table["agent.actor_q_coef"]) == [0.1, 2.5, 10.0]
     assert table["auc"].notna().all()
     # [agent] hidden_dims sizes both of TD3+BC's networks.
     assert (table["agent.actor_hidden_dims"] == "32,32").all()
@@ -260,7 +286,7 @@ def test_sweep_completes_then_report_and_plot(tiny_study, tmp_path):
     assert main(["report", str(out), "--out", str(tmp_path / "report"), "--reps", "200",
                  "--no-figures"]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    assert EXPERT in report and "alpha=2.5" in report
+    assert EXPERT in report and "actor_q_coef=2.5" in report
     assert main(["plot", str(out), "--out", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
