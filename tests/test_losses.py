@@ -273,11 +273,16 @@ def test_cpu_layers_and_plain_layers_agree_on_the_same_parameters(monkeypatch, o
              (StateActionEnsemble((32,), 3, options), (observations[:, 0], actions[:, 0])),
              (nets.DeterministicActor((40, 8), 3, options), (observations,))]
     for module, inputs in cases:
-        results = {}
+        results, programs = {}, {}
         for cpu_layers in (True, False):
             monkeypatch.setattr(nets, "use_cpu_layers", lambda cpu_layers=cpu_layers: cpu_layers)
-            params = module.init(keys[2], *inputs)
-            results[cpu_layers] = (params, *_outputs_and_gradients(module, params, *inputs))
+            # Jitted (op-by-op dispatch costs ~15 s here), through new functions so that each
+            # layer choice is traced afresh; the two programs must really differ.
+            params = jax.jit(lambda k, *x, m=module: m.init(k, *x))(keys[2], *inputs)
+            forward = jax.jit(lambda p, *x, m=module: _outputs_and_gradients(m, p, *x))
+            programs[cpu_layers] = str(forward.lower(params, *inputs).as_text())
+            results[cpu_layers] = (params, *forward(params, *inputs))
+        assert programs[True] != programs[False]
         (cpu_params, *cpu), (plain_params, *plain) = results[True], results[False]
         assert jax.tree.structure(cpu_params) == jax.tree.structure(plain_params)
         for a, b in zip(jax.tree.leaves(cpu_params), jax.tree.leaves(plain_params), strict=True):

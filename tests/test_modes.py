@@ -199,7 +199,12 @@ def test_distribution_shift_run_with_window(store, tmp_path):
                                                              30_000]
 
 
-@pytest.mark.parametrize("agent", ["bc", "td3_bc", "iql", "cql"])
+# The modes' code is the engine's, the same for every agent: an actor-only agent and an
+# actor-critic one run by default; IQL's and CQL's updates (learning tests in test_agents) are the
+# slow cases (40-60 s each here).
+@pytest.mark.parametrize("agent", ["bc", "td3_bc",
+                                   pytest.param("iql", marks=pytest.mark.slow),
+                                   pytest.param("cql", marks=pytest.mark.slow)])
 def test_every_mode_runs_through_the_cli_with_every_agent(store, tmp_path, agent):
     small = [item for key, value in get_agent(agent).network_overrides("8,8")
              for item in (f"--agent.{key}", value)]
