@@ -425,7 +425,7 @@ def test_demo_draws_the_whole_mission(store, tmp_path, capsys, captured):
                     agents=["bc", "td3_bc"]) == 0
     (fig,) = captured
     assert legend_labels(fig) == ["bc", "td3_bc", "td3_bc (retrain)", "dataset average",
-                                  BAND_LEGEND]  # 3 seeds: a band
+                                  BAND_LEGEND]  # 4 seeds
     (ax,) = fig.axes
     assert ax.get_xlabel() == SAMPLES_LABEL and {"offline", "online"} <= {
         t.get_text() for t in ax.texts}
