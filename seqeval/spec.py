@@ -349,11 +349,12 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
     study = _study_table(spec, protocol_types)
     agent_names = _names(study, "agents", '["bc", "iql"]')
     datasets = _names(study, "datasets", '["seqeval/pendulum/medium-v0"]')
-    seeds, modes = _seeds_and_modes(study)
+    seeds = _seeds(study)
     protocol_axes = _protocol_axes(spec.get("protocol", {}), protocol_types)
     log, wandb_project = _tracking(study)
     shared, own_tables = _agent_tables(spec)
     agents = _load_agents(agent_names, own_tables, spec_dir)
+    modes = _modes(study, agent_names, agents)
     for key in shared:  # an old name in [agent] gets its new name, whichever agent comes first
         renamed = next((a for a in agents.values() if key in a.renamed_settings), None)
         if renamed is not None:
@@ -365,12 +366,13 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
         agent_axes[name] = (table_name, _agent_axes(agent, shared, own_tables.get(table_name, {}),
                                                     table_name))
     protocol_count = math.prod(len(v) for _, v in protocol_axes)
-    count = len(datasets) * len(modes) * protocol_count * sum(
-        math.prod(len(v) for _, v, _ in axes) for _, axes in agent_axes.values())
+    count = len(datasets) * protocol_count * sum(
+        len(modes[name]) * math.prod(len(v) for _, v, _ in axes)
+        for name, (_, axes) in agent_axes.items())
     if count > MAX_RUNS:
         raise UserError(f"spec: the grid has {count:,} runs, more than the {MAX_RUNS:,} a study "
                         "may hold; shorten its lists of values, or split it into several studies")
-    grid = _Grid(seeds=seeds, modes=modes, protocol_axes=protocol_axes,
+    grid = _Grid(seeds=seeds, protocol_axes=protocol_axes,
                  protocol_defaults=protocol_defaults, log=log, wandb_project=wandb_project)
     code = {name: agent_code(agent) for name, agent in agents.items()}
     runs: list[PlannedRun] = []
@@ -378,7 +380,7 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
         for name in agent_names:
             table_name, axes = agent_axes[name]
             runs += _agent_runs(grid, dataset, _resolve_agent(name, spec_dir), agents[name],
-                                table_name, axes, code[name])
+                                modes[name], table_name, axes, code[name])
     return unique_runs(runs)
 
 
@@ -400,19 +402,43 @@ def _study_table(spec: dict[str, Any], protocol_types: dict[str, Any]) -> dict[s
     return study
 
 
-def _seeds_and_modes(study: dict[str, Any]) -> tuple[int, list[str]]:
-    """[study] seeds (trained together in one program) and mode (one or a list), checked."""
+def _seeds(study: dict[str, Any]) -> int:
+    """[study] seeds (trained together in one program), checked."""
     seeds = study.get("seeds", 1)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise UserError(f"[study] seeds: expected a whole number of seeds (1 or more), got "
                         f"{seeds!r}; write e.g. seeds = 3")
-    modes = study.get("mode", "sequential")
+    return seeds
+
+
+def _modes(study: dict[str, Any], agent_names: list[str], agents: dict[str, Any]
+           ) -> dict[str, list[str]]:
+    """Each agent's modes from [study] mode: a mode or a list of modes for every agent, or a
+    table of them by agent (as listed in agents, or its own name), the others sequential.
+    A baseline such as full-data training is often wanted for one agent only."""
+    mode = study.get("mode", "sequential")
+    if not isinstance(mode, dict):
+        return {name: _mode_list(mode, "[study] mode") for name in agent_names}
+    for key in mode:
+        if not any(key in (name, agent.name) for name, agent in agents.items()):
+            raise UserError(f"[study] mode: {key!r} names no agent of [study] agents "
+                            f"({', '.join(agent_names)}); add it to agents or fix the name")
+    modes = {}
+    for name in agent_names:
+        key = next((k for k in mode if k in (name, agents[name].name)), None)
+        modes[name] = (["sequential"] if key is None
+                       else _mode_list(mode[key], f"[study] mode {key}"))
+    return modes
+
+
+def _mode_list(modes: Any, where: str) -> list[str]:
     modes = [modes] if isinstance(modes, str) else modes
     if (not isinstance(modes, list) or not modes
             or not all(isinstance(m, str) for m in modes)):
-        raise UserError(f"[study] mode: expected a mode or a list of modes, got {modes!r}; "
-                        'write e.g. mode = ["sequential", "full"]')
-    return seeds, modes
+        raise UserError(f"{where}: expected a mode or a list of modes, got {modes!r}; "
+                        'write e.g. mode = ["sequential", "full"], or by agent: '
+                        'mode = { td3_bc = ["sequential", "full"] }')
+    return modes
 
 
 def _agent_tables(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -448,14 +474,13 @@ class _Grid:
     """What every agent's runs of a spec share."""
 
     seeds: int
-    modes: list[str]
     protocol_axes: list[tuple[str, list[Any]]]
     protocol_defaults: dict[str, Any]
     log: tuple[str, ...]
     wandb_project: str | None
 
 
-def _agent_runs(grid: _Grid, dataset: str, agent_spec: str, agent: Any,
+def _agent_runs(grid: _Grid, dataset: str, agent_spec: str, agent: Any, modes: list[str],
                 table_name: str | None, axes: list[tuple[str, list[Any], str]],
                 code: dict[str, str]) -> list[PlannedRun]:
     """One agent's runs on one dataset: modes x protocol grid x its own grid."""
@@ -465,7 +490,7 @@ def _agent_runs(grid: _Grid, dataset: str, agent_spec: str, agent: Any,
     protocol_varying = tuple(k for k, values in grid.protocol_axes if len(values) > 1)
     agent_varying = tuple(k for k, values, _ in axes if len(values) > 1)
     runs = []
-    for mode in grid.modes:
+    for mode in modes:
         for protocol_values in itertools.product(*(v for _, v in grid.protocol_axes)):
             chosen = dict(zip((k for k, _ in grid.protocol_axes), protocol_values, strict=True))
             for agent_values in itertools.product(*(v for _, v, _ in axes)):

@@ -22,6 +22,7 @@ from helpers import (
 )
 
 from seqeval.cli import main
+from seqeval.errors import UserError
 from seqeval.spec import expand_spec, read_spec
 from seqeval.study import expand_run_dirs
 
@@ -115,6 +116,24 @@ def test_grid_expands_to_the_cartesian_product_with_labels_and_stable_paths(tmp_
     spec["agent"]["iql"]["expectile"] = [0.7, 0.9, 0.99]
     extended = {r.key for r in expand_spec(spec, tmp_path)}
     assert {r.key for r in runs} < extended and len(extended) == len(runs) + 2 * 2 * 2 * 2
+
+
+def test_modes_by_agent(tmp_path):
+    # A full-data baseline for one agent only: the others stay sequential.
+    spec = {"study": {"agents": ["bc", "td3_bc", "iql"], "datasets": ["d/one-v0", "d/two-v0"],
+                      "mode": {"td3_bc": ["sequential", "full"], "iql": "retrain"}}}
+    runs = expand_spec(spec, tmp_path)
+    assert sorted((r.dataset, r.agent_name, r.mode) for r in runs) == sorted(
+        (d, a, m) for d in ("d/one-v0", "d/two-v0")
+        for a, m in (("bc", "sequential"), ("td3_bc", "sequential"), ("td3_bc", "full"),
+                     ("iql", "retrain")))
+    spec["study"]["mode"] = {"cql": "full"}
+    with pytest.raises(UserError, match=r"^\[study\] mode: 'cql' names no agent of \[study\] "
+                                        r"agents \(bc, td3_bc, iql\); add it"):
+        expand_spec(spec, tmp_path)
+    spec["study"]["mode"] = {"bc": 3}
+    with pytest.raises(UserError, match=r"^\[study\] mode bc: expected a mode or a list"):
+        expand_spec(spec, tmp_path)
 
 
 def test_shared_agent_settings_defaults_and_agent_files(tmp_path):
