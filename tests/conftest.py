@@ -26,6 +26,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
+# Ray runs its workers at nice 15, so a test's runs on a local Ray got the cores only when the
+# other xdist worker left them idle: the Ray group (the longest a worker takes) waited on the
+# rest. At nice 0 both workers share the cores fairly. (Tests only; a user's sweep keeps Ray's.)
+os.environ.setdefault("RAY_worker_niceness", "0")
+
 from helpers import EXPERT, MIXED, RANDOM, TINY_STUDY_SPEC  # noqa: E402
 from pendulum_data import make_pendulum_dataset  # noqa: E402
 
