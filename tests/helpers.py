@@ -29,6 +29,16 @@ RANDOM = "test/pendulum-random-v0"
 SEQEVAL = os.path.join(os.path.dirname(sys.executable), "seqeval")
 
 
+def optimized_environment(**extra: str) -> dict[str, str]:
+    """The environment for a child process compiled at XLA's default optimisation level.
+
+    The suite compiles at level 0 (tests/conftest.py): quicker to compile, slower to run. The
+    few tests whose time goes to long training loops (the dataset builder's SAC, CQL learning)
+    run them in a child process at the default level instead."""
+    flags = os.environ.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+    return {**os.environ, "XLA_FLAGS": flags.strip(), **extra}
+
+
 # ---------------------------------------------------------------------------------------------
 # Hand-made run directories (report, plot, select).
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
+import subprocess
 import types
 import typing
 from pathlib import Path
@@ -16,8 +18,10 @@ import pytest
 from helpers import (
     EXPERT,
     MIXED,
+    SEQEVAL,
     SPACES,
     identity_stats,
+    optimized_environment,
     run_updates,
     small_config,
     synthetic_batch,
@@ -26,7 +30,6 @@ from helpers import (
 from seqeval.agents import Agent, Batch, DatasetStats, check_agent, get_agent
 from seqeval.algorithms.registry import BUILTIN_AGENTS
 from seqeval.errors import UserError
-from seqeval.runner import RunSettings, run
 
 AGENTS = list(BUILTIN_AGENTS)
 RL_AGENTS = ["td3_bc", "iql", "cql", "rebrac", "awac"]
@@ -315,11 +318,19 @@ PENDULUM_RUNS = {
 
 @pytest.mark.parametrize("name", RL_AGENTS)
 def test_agent_learns_pendulum(name, store, tmp_path):
+    """Through the installed command, compiled at XLA's default level: 5,000 gradient steps
+    run several times faster optimised than at the suite's level 0 (CQL: ~25 s against ~55 s)."""
     dataset, overrides = PENDULUM_RUNS[name]
-    summary = run(RunSettings(agent=name, dataset=dataset, out=str(tmp_path / name),
-                              agent_overrides=overrides, initial_size=5_000, increment=10,
-                              steps_per_increment=10, eval_every=5_000, eval_episodes=5,
-                              batch_size=128, progress=False))
+    out = tmp_path / name
+    command = [SEQEVAL, "run", "--agent", name, "--dataset", dataset, "--out", str(out),
+               "--initial-size", "5000", "--increment", "10", "--steps-per-increment", "10",
+               "--eval-every", "5000", "--eval-episodes", "5", "--batch-size", "128",
+               "--no-progress"]
+    command += [item for key, value in overrides for item in (f"--agent.{key}", value)]
+    done = subprocess.run(command, env=optimized_environment(MINARI_DATASETS_PATH=str(store)),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["gradient_steps"] == 5_000
     assert summary["last_mean_normalized_score"] > LEARNED_THRESHOLD, summary
 
