@@ -77,17 +77,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in ray:
         item.add_marker(pytest.mark.xdist_group("ray"))
     chosen = set(ray)
-    grouped = []
     for item in items:
         group = None if item in chosen else _module_fixture_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-            grouped.append(item)
-    # Groups are indivisible units of work, the Ray group the longest (~5 min here): first, so
-    # that the other worker runs the rest beside them instead of one worker finishing a large
-    # group alone at the end.
-    chosen.update(grouped)
-    items[:] = ray + grouped + [item for item in items if item not in chosen]
+    # The Ray group is the longest unit a worker takes (~5 min here): first, so that the other
+    # worker runs the rest beside it instead of waiting for it at the end.
+    items[:] = ray + [item for item in items if item not in chosen]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
