@@ -18,9 +18,11 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/seqeval demo
 
+# One pytest worker more than cores: a worker waiting on a subprocess or a Ray run leaves its
+# core to the others.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n $$(( $$(nproc) + 1 )) --dist loadgroup
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
