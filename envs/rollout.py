@@ -13,8 +13,13 @@ that starts it, and a pool can be restored mid-episode by replaying the recorded
 from __future__ import annotations
 
 import dataclasses
+import signal
+import socket
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -66,30 +71,35 @@ class EnvGroup:
     """Environments stepped in lockstep with one batch of actions in [-1, 1].
 
     The group keeps each environment's current observation and the return of its episode so
-    far; it never resets an environment by itself (callers decide how: seeded or not).
+    far; it never resets an environment by itself (callers decide how: seeded or not). Its
+    environments live in this process (`ProcessEnvGroup` spreads them over worker processes).
     """
 
     def __init__(self, envs: Sequence[Any], action_low: np.ndarray | None = None,
                  action_high: np.ndarray | None = None):
         self.envs = list(envs)
-        space = self.envs[0].action_space
-        self.action_low = np.asarray(space.low if action_low is None else action_low,
+        self._setup(self.envs[0].observation_space, self.envs[0].action_space, len(self.envs),
+                    action_low, action_high)
+
+    def _setup(self, observation_space: Any, action_space: Any, num_envs: int,
+               action_low: np.ndarray | None, action_high: np.ndarray | None) -> None:
+        self.action_low = np.asarray(action_space.low if action_low is None else action_low,
                                      np.float32).reshape(-1)
-        self.action_high = np.asarray(space.high if action_high is None else action_high,
+        self.action_high = np.asarray(action_space.high if action_high is None else action_high,
                                       np.float32).reshape(-1)
-        self.observation_dim = int(np.prod(self.envs[0].observation_space.shape))
-        self.action_dim = int(np.prod(space.shape))
-        self.observations = np.zeros((len(self.envs), self.observation_dim))
-        self.returns = np.zeros(len(self.envs))  # undiscounted, of each current episode
+        self.observation_dim = int(np.prod(observation_space.shape))
+        self.action_dim = int(np.prod(action_space.shape))
+        self.observations = np.zeros((num_envs, self.observation_dim))
+        self.returns = np.zeros(num_envs)  # undiscounted, of each current episode
         self.env_steps = 0  # environment steps taken, for throughput reports
 
     @property
     def num_envs(self) -> int:
-        return len(self.envs)
+        return len(self.returns)
 
     def reset(self, index: int, seed: int | None = None) -> np.ndarray:
         """Start a new episode in environment `index` (seeded, or continuing its generator)."""
-        observation, _ = self.envs[index].reset(seed=seed)
+        observation = self._reset_env(index, seed)
         self.observations[index] = observation
         self.returns[index] = 0.0
         return observation
@@ -106,20 +116,158 @@ class EnvGroup:
         rewards = np.zeros(self.num_envs)
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
-        indices = range(self.num_envs) if active is None else np.flatnonzero(active)
-        for index in indices:
-            observation, reward, terminated[index], truncated[index], _ = self.envs[index].step(
-                env_actions[index])
-            self.observations[index] = observation
-            rewards[index] = reward
+        indices = np.arange(self.num_envs) if active is None else np.flatnonzero(active)
+        if len(indices):
+            (self.observations[indices], rewards[indices], terminated[indices],
+             truncated[indices]) = self._step_envs(env_actions[indices], indices)
         self.returns += rewards
         self.env_steps += len(indices)
         return Transitions(previous, unit, env_actions, rewards, self.observations.copy(),
                            terminated, truncated)
 
+    def _reset_env(self, index: int, seed: int | None) -> np.ndarray:
+        return self.envs[index].reset(seed=seed)[0]
+
+    def _step_envs(self, env_actions: np.ndarray, indices: np.ndarray) -> StepResults:
+        """Step environments `indices` with their rows of `env_actions` (in their bounds)."""
+        return _step_each([self.envs[index] for index in indices], env_actions)
+
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+# (next observations, rewards, terminated, truncated) of the environments stepped, in order.
+StepResults = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _step_each(envs: Sequence[Any], env_actions: np.ndarray) -> StepResults:
+    outcomes = [env.step(action) for env, action in zip(envs, env_actions, strict=True)]
+    observations, rewards, terminated, truncated, _ = zip(*outcomes, strict=True)
+    return (np.asarray(observations, np.float64), np.asarray(rewards, np.float64),
+            np.asarray(terminated, bool), np.asarray(truncated, bool))
+
+
+class ProcessEnvGroup(EnvGroup):
+    """An `EnvGroup` whose environments are spread over `workers` processes, each stepping its
+    share while the others step theirs: for environments that cost more to step than a message
+    between processes (MuJoCo locomotion), on a host with cores to spare (a GPU machine's).
+
+    `make_env` must be picklable (a module-level function, or a functools.partial of one).
+    Workers are fresh interpreters (`python -m seqeval.envs.rollout`), never forked from a
+    process running JAX's threads, and never re-running the caller's main script as
+    multiprocessing's "spawn" would. Results equal `EnvGroup`'s bit for bit: every environment
+    is reset with its own seed and stepped with its own row of the one batch of actions,
+    whichever process holds it.
+    """
+
+    def __init__(self, make_env: Callable[[], Any], num_envs: int, workers: int,
+                 action_low: np.ndarray | None = None, action_high: np.ndarray | None = None):
+        workers = max(1, min(int(workers), num_envs))
+        bounds = np.linspace(0, num_envs, workers + 1).round().astype(int)
+        self._starts = bounds[:-1]
+        self._owner = np.repeat(np.arange(workers), np.diff(bounds))  # environment -> worker
+        self._connections: list[Connection] = []
+        self._processes: list[subprocess.Popen] = []
+        try:
+            for count in np.diff(bounds):
+                ours, theirs = socket.socketpair()
+                with theirs:
+                    self._processes.append(subprocess.Popen(
+                        [sys.executable, "-m", "seqeval.envs.rollout", str(theirs.fileno())],
+                        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL))
+                self._connections.append(Connection(ours.detach()))
+                self._connections[-1].send(sys.path)  # where make_env's module is found
+                self._connections[-1].send((make_env, int(count)))
+            spaces = [self._receive(worker) for worker in range(workers)][0]
+        except BaseException:
+            self.close()
+            raise
+        self._setup(*spaces, num_envs, action_low, action_high)
+
+    def _receive(self, worker: int) -> Any:
+        try:
+            status, payload = self._connections[worker].recv()
+        except (EOFError, OSError):
+            raise RuntimeError(f"environment worker {worker} stopped unexpectedly (exit code "
+                               f"{self._processes[worker].poll()})") from None
+        if status != "ok":
+            raise RuntimeError(f"environment worker {worker} failed: {payload}")
+        return payload
+
+    def _reset_env(self, index: int, seed: int | None) -> np.ndarray:
+        worker = self._owner[index]
+        self._connections[worker].send(("reset", (index - self._starts[worker], seed)))
+        return self._receive(worker)
+
+    def _step_envs(self, env_actions: np.ndarray, indices: np.ndarray) -> StepResults:
+        owners = self._owner[indices]
+        busy = np.unique(owners)
+        for worker in busy:  # every worker steps its share before any answer is read
+            mine = owners == worker
+            self._connections[worker].send(
+                ("step", (indices[mine] - self._starts[worker], env_actions[mine])))
+        parts = [self._receive(worker) for worker in busy]
+        # Workers hold contiguous, ascending ranges, so their answers concatenate in order.
+        return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+    def close(self) -> None:
+        for connection in self._connections:
+            try:
+                connection.send(("close", None))
+            except (OSError, ValueError):
+                pass  # that worker is gone already
+            connection.close()
+        for process in self._processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._connections, self._processes = [], []
+
+
+def _env_worker(connection: Connection) -> None:
+    """A `ProcessEnvGroup` worker: makes its environments, then answers the group's calls
+    (reset, step, close) until it is closed or the group's process is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle, then close
+    envs: list[Any] = []
+    try:
+        sys.path[:] = connection.recv()
+        make_env, count = connection.recv()
+        envs = [make_env() for _ in range(count)]
+        connection.send(("ok", (envs[0].observation_space, envs[0].action_space)))
+        while True:
+            try:
+                command, payload = connection.recv()
+            except (EOFError, OSError):
+                break  # the group's process ended without closing us
+            if command == "close":
+                break
+            if command == "reset":
+                index, seed = payload
+                connection.send(("ok", envs[index].reset(seed=seed)[0]))
+            else:  # "step"
+                indices, env_actions = payload
+                connection.send(("ok", _step_each([envs[i] for i in indices], env_actions)))
+    except Exception as error:  # an environment's own error: the group raises it
+        try:
+            connection.send(("error", f"{type(error).__name__}: {error}".splitlines()[0]))
+        except OSError:
+            pass
+    finally:
+        for env in envs:
+            env.close()
+
+
+def make_env_group(make_env: Callable[[], Any], num_envs: int, workers: int = 1,
+                   action_low: np.ndarray | None = None,
+                   action_high: np.ndarray | None = None) -> EnvGroup:
+    """`num_envs` environments in this process (`workers` <= 1) or spread over `workers`
+    processes; the two give the same results."""
+    if workers <= 1 or num_envs <= 1:
+        return EnvGroup([make_env() for _ in range(num_envs)], action_low, action_high)
+    return ProcessEnvGroup(make_env, num_envs, workers, action_low, action_high)
 
 
 def run_episodes(group: EnvGroup, policy: Callable[[np.ndarray], np.ndarray],
@@ -405,3 +553,7 @@ def load_episodes(path: Path) -> list[Episode]:
         ))
         step_start += length
     return episodes
+
+
+if __name__ == "__main__":  # a ProcessEnvGroup worker; argv[1]: its socket's descriptor
+    _env_worker(Connection(int(sys.argv[1])))

@@ -13,6 +13,7 @@ A dataset id is one of:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import sys
@@ -461,13 +462,30 @@ def make_eval_env_factory(dataset_id: str, env: str | None = None):
     v5 task for D4RL files, Minari's `recover_environment(eval_env=True)` otherwise."""
     if d4rl.is_d4rl_id(dataset_id) or d4rl.is_file_path(dataset_id):
         gym_id = _d4rl_file_and_task(dataset_id, env)[1]
-        return lambda: d4rl.make_env(gym_id)
+        return functools.partial(d4rl.make_env, gym_id)
     dataset = _open_minari(dataset_id)
     if dataset.env_spec is None:
         raise UserError(
             f"dataset '{dataset_id}' records no environment; seqeval cannot evaluate in it"
         )
-    return lambda: dataset.recover_environment(eval_env=True)
+    return _MinariEvalEnv(dataset_id, dataset)
+
+
+class _MinariEvalEnv:
+    """A Minari dataset's evaluation environment, made on call; picklable (by id), so that
+    evaluation worker processes can make their own."""
+
+    def __init__(self, dataset_id: str, dataset=None):
+        self.dataset_id = dataset_id
+        self._dataset = dataset
+
+    def __call__(self):
+        if self._dataset is None:
+            self._dataset = _open_minari(self.dataset_id)
+        return self._dataset.recover_environment(eval_env=True)
+
+    def __getstate__(self) -> dict:
+        return {"dataset_id": self.dataset_id, "_dataset": None}
 
 
 def concatenate(parts: list[OfflineData]) -> OfflineData:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from seqeval.envs.rollout import EnvGroup, run_episodes
+from seqeval.envs.rollout import make_env_group, run_episodes
 from seqeval.seeds import derive_seed
 
 
@@ -21,12 +21,13 @@ class Evaluator:
     """Runs `episodes` deterministic episodes for each of `len(seeds)` agents at once."""
 
     def __init__(self, make_env: Callable[[], Any], seeds: Sequence[int], episodes: int,
-                 action_low: np.ndarray, action_high: np.ndarray):
+                 action_low: np.ndarray, action_high: np.ndarray, workers: int = 1):
         self.seeds = list(seeds)
         self.episodes = episodes
-        # Seed-major: environment s * episodes + e runs episode e of seed s.
-        self.group = EnvGroup([make_env() for _ in range(len(self.seeds) * episodes)],
-                              action_low, action_high)
+        # Seed-major: environment s * episodes + e runs episode e of seed s. With `workers` > 1
+        # they are stepped in that many processes (make_env picklable); the returns are the same.
+        self.group = make_env_group(make_env, len(self.seeds) * episodes, workers, action_low,
+                                    action_high)
 
     @property
     def env_steps(self) -> int:

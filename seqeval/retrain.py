@@ -227,7 +227,8 @@ def _evaluate(context: RunContext, members: Members, trained: dict, progress: Pr
     working = dataclasses.replace(progress)
     evaluator = Evaluator(make_eval_env_factory(settings.dataset.split(",")[0],
                                                 settings.env), members.seeds,
-                          settings.eval_episodes, data.action_low, data.action_high)
+                          settings.eval_episodes, data.action_low, data.action_high,
+                          settings.eval_workers)
     try:
         policy = protocol.make_policy(context.agent, context.agent_config)
         returns = evaluator.evaluate(policy, trained["states"], 0).mean(axis=1)

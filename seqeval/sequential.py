@@ -97,7 +97,8 @@ class _Sequential:
         self.policy = protocol.make_policy(agent, config)
         make_env = make_eval_env_factory(settings.dataset.split(",")[0], settings.env)
         self.evaluator = Evaluator(make_env, settings.seeds, settings.eval_episodes,
-                                   context.data.action_low, context.data.action_high)
+                                   context.data.action_low, context.data.action_high,
+                                   settings.eval_workers)
         self.collector = None
         if settings.online_steps:
             self.online_train = protocol.make_online_trainer(agent, config,

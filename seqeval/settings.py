@@ -130,6 +130,10 @@ class RunSettings:
         "Gymnasium task of a dataset given as a D4RL-layout file (--dataset PATH.hdf5), "
         "e.g. Hopper-v5", parse=str, metavar="GYM_ID",
         default_text="the dataset's own (Minari ids and d4rl/ names record it)"))
+    eval_workers: int = dataclasses.field(default=1, metadata=flag(
+        "processes that step the evaluation environments side by side (1: this process); "
+        "worth it for MuJoCo tasks on a host with idle cores, e.g. a GPU machine's; the "
+        "returns are the same for any N"))
     progress: bool = dataclasses.field(default=True, metadata=flag(
         "hide the progress bar", name="progress"))
     # Experiment trackers (seqeval.tracking, docs/tracking.md): they never change a number.
@@ -215,7 +219,8 @@ def check_settings(settings: RunSettings) -> None:
         raise UserError(f"--mode {settings.mode} is unknown; choose one of: {', '.join(MODES)}")
     at_least_one = ["increment", "steps_per_increment", "eval_every", "eval_episodes",
                     "batch_size", "num_seeds", "updates_per_env_step", "online_block",
-                    "retrain_min_steps", "window", "retrain_steps", "initial_size"]
+                    "retrain_min_steps", "window", "retrain_steps", "initial_size",
+                    "eval_workers"]
     for name in at_least_one:
         value = getattr(settings, name)
         if value is not None and value < 1:

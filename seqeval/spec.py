@@ -34,6 +34,7 @@ _NOT_PROTOCOL = {
     "seeds": "set it in [study] (seeds = N, trained together in one program)",
     "num_seeds": "set it in [study] (seeds = N, trained together in one program)",
     "progress": "a sweep shows one study-level bar; remove it",
+    "eval_workers": "a sweep steps each run's evaluation in --cpus-per-run processes; remove it",
     "no_progress": "a sweep shows one study-level bar; remove it",
     "log": 'set it in [study] (log = ["tensorboard", "wandb"])',
     "wandb_project": 'set it in [study] (wandb_project = "NAME")',

@@ -39,7 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from seqeval.errors import UserError
-from seqeval.ray_cluster import capacity, check_reachable, check_visible, ray_session
+from seqeval.ray_cluster import (
+    capacity,
+    check_fits_locally,
+    check_reachable,
+    check_visible,
+    ray_session,
+)
 from seqeval.spec import expand_spec, read_spec
 from seqeval.study import (
     OUTCOME_FIELDS,
@@ -139,6 +145,8 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
         return state
     if options.address:
         check_reachable(options.address)
+    else:
+        check_fits_locally(options.cpus_per_run)
 
     # A folder that is new or empty now holds only what this command writes into it.
     out_existed = study.path.exists()
@@ -155,7 +163,12 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
                 _note_left_out(state)
                 return state
             by_key = {run.key: run for run in plan}
-            settings = {r["id"]: by_key[r["key"]].run_settings(study.run_dir(r)) for r in todo}
+            # Each run steps its evaluation environments in as many processes as it has CPUs
+            # (the returns do not depend on it).
+            eval_workers = max(1, int(options.cpus_per_run))
+            settings = {r["id"]: dataclasses.replace(
+                by_key[r["key"]].run_settings(study.run_dir(r)), eval_workers=eval_workers)
+                for r in todo}
             with ray_session(options.address, study.path) as ray, _terminate_as_interrupt():
                 parallel = capacity(ray, options.cpus_per_run, options.gpus_per_run,
                                      options.max_parallel)

@@ -118,6 +118,8 @@ CASES = [
     Case("no seeds", _run_args("--seeds", "0"), "--seeds must be at least 1"),
     Case("zero batch", _run_args("--batch-size", "0"), "--batch-size must be at least 1"),
     Case("zero increment", _run_args("--increment", "0"), "--increment must be at least 1"),
+    Case("no evaluation workers", _run_args("--eval-workers", "0"),
+         "--eval-workers must be at least 1"),
     Case("negative online steps", _run_args("--online-steps", "-5"),
          "--online-steps must be 0 or more"),
     Case("eval episodes huge", _run_args("--eval-episodes", "100000000"),

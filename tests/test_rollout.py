@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import gymnasium as gym
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 from seqeval.envs.rollout import (
     EnvGroup,
     EnvPool,
+    ProcessEnvGroup,
+    make_env_group,
     run_episodes,
     to_env_actions,
     to_unit_actions,
@@ -110,3 +113,62 @@ def test_pool_episodes_carry_their_seed_and_the_environments_actions(num_envs):
                                             strict=True):
             assert np.all(np.abs(action) <= 2.0)
             np.testing.assert_array_equal(env.step(action)[0], next_observation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environments in worker processes (seqeval run --eval-workers N)
+
+
+def _hopper_policy(observations: np.ndarray) -> np.ndarray:
+    return np.tanh(0.7 * observations[:, :3] - observations[:, 5:8])
+
+
+def test_environments_in_worker_processes_give_the_same_returns_bit_for_bit():
+    """Hopper's episodes end at different steps, so the workers step shrinking, uneven shares
+    (five environments: 2 + 3, one of them spare)."""
+    make = functools.partial(gym.make, "Hopper-v5")
+    seeds = [3, 11, 29, 5]
+    alone = make_env_group(make, 5)
+    spread = make_env_group(make, 5, workers=2)
+    assert type(alone) is EnvGroup and type(spread) is ProcessEnvGroup
+    try:
+        for wave in range(2):  # a group is reused from one evaluation to the next
+            wave_seeds = [seed + 100 * wave for seed in seeds]
+            expected = run_episodes(alone, _hopper_policy, wave_seeds)
+            np.testing.assert_array_equal(run_episodes(spread, _hopper_policy, wave_seeds),
+                                          expected)
+            assert len(set(expected.tolist())) == len(seeds)  # episodes of different lengths
+        assert spread.env_steps == alone.env_steps and alone.env_steps < 2 * 4 * 1000
+    finally:
+        alone.close()
+        processes = list(spread._processes)
+        spread.close()
+    assert [process.poll() for process in processes] == [0, 0]  # closed, not killed
+
+
+def test_a_worker_that_cannot_make_its_environment_is_one_error():
+    with pytest.raises(RuntimeError, match=r"^environment worker 0 failed: NameNotFound: "):
+        ProcessEnvGroup(functools.partial(gym.make, "NoSuchTask-v0"), 4, workers=2)
+
+
+def test_evaluation_of_a_minari_dataset_in_worker_processes_equals_one_process(store):
+    """The dataset's evaluation environment travels to the workers by its id."""
+    from helpers import EXPERT
+
+    from seqeval.data import make_eval_env_factory
+    from seqeval.evaluate import Evaluator
+
+    def policy(states, observations):  # (seeds, episodes, 3) -> (seeds, episodes, 1)
+        return np.tanh(states * (observations[..., :1] - observations[..., 2:3]))
+
+    make_env = make_eval_env_factory(EXPERT)
+    states = np.array([[[1.0]], [[-0.5]]])
+    returns = []
+    for workers in (1, 2):
+        evaluator = Evaluator(make_env, [0, 1], 3, np.array([-2.0]), np.array([2.0]), workers)
+        try:
+            returns.append([evaluator.evaluate(policy, states, index) for index in range(2)])
+        finally:
+            evaluator.close()
+    np.testing.assert_array_equal(returns[0], returns[1])
+    assert np.asarray(returns).shape == (2, 2, 2, 3)

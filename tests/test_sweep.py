@@ -208,6 +208,8 @@ def test_runs_start_in_an_order_where_neighbours_compile_different_programs(tmp_
      "[protocol] increment: expected an integer, got 'ten'; write e.g. increment = 10"),
     (f"[study]\nagents = ['bc']\ndatasets = ['{EXPERT}']\n[protocol]\nseeds = 3\n",
      "[protocol] seeds: set it in [study]"),
+    (f"[study]\nagents = ['bc']\ndatasets = ['{EXPERT}']\n[protocol]\neval_workers = 4\n",
+     "[protocol] eval_workers: a sweep steps each run's evaluation in --cpus-per-run processes"),
     (f"[study]\nagents = ['bc']\ndatasets = ['{EXPERT}']\n[agent.bc]\nnonsense = [1, 2]\n",
      "[agent.bc] nonsense: agent 'bc' has no setting 'nonsense'"),
     # A renamed setting's old name, in an agent's table or in [agent] (whichever agent comes
