@@ -158,7 +158,7 @@ def ray_session(address: str | None, study_dir: Path):
         else:
             temp_dir = _fresh_dir(_ray_temp_root(study_dir))
             try:
-                ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False,
+                ray.init(num_cpus=local_cpus(), include_dashboard=False,
                          log_to_driver=False, logging_level=logging.WARNING,
                          object_store_memory=RAY_OBJECT_STORE_BYTES, _temp_dir=str(temp_dir))
             except (ConnectionError, RuntimeError, OSError) as error:
@@ -173,14 +173,29 @@ def ray_session(address: str | None, study_dir: Path):
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def local_cpus() -> int:
+    """The CPUs a local Ray gets: the cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def _check_cpus(cpus_per_run: float, cpus: float) -> None:
+    if cpus_per_run > cpus:
+        raise UserError(f"--cpus-per-run {cpus_per_run:g} is more than the Ray cluster's "
+                        f"{cpus:g} CPUs; lower it")
+
+
+def check_fits_locally(cpus_per_run: float) -> None:
+    """Refuse --cpus-per-run beyond this machine's cores before a local Ray is started for
+    nothing (~7 s); `capacity` checks GPUs and clusters once Ray runs."""
+    _check_cpus(cpus_per_run, local_cpus())
+
+
 def capacity(ray: Any, cpus_per_run: float, gpus_per_run: float,
               max_parallel: int | None) -> int:
     """How many runs fit on the cluster at once (at most --max-parallel)."""
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-    if cpus_per_run > cpus:
-        raise UserError(f"--cpus-per-run {cpus_per_run:g} is more than the Ray cluster's "
-                        f"{cpus:g} CPUs; lower it")
+    _check_cpus(cpus_per_run, cpus)
     if gpus_per_run > gpus:
         raise UserError(f"--gpus-per-run {gpus_per_run:g} but the Ray cluster has {gpus:g} "
                         "GPUs; lower it, or use --address of a cluster with GPUs")

@@ -26,7 +26,9 @@ warnings.filterwarnings("ignore", module="minari")
 
 # The smallest budget whose SAC expert reliably beats the random policy (it learns from ~4,500
 # environment steps on); the builder refuses reference scores where it does not.
-TINY = {"transitions": 1000, "sac_steps": 6000, "checkpoint_every": 1000, "progress": False}
+# 3,000 SAC steps (the SAC part is most of a tiny build: 24 of 27 s at 6,000): enough for three
+# checkpoints, a medium snapshot and an expert that differs from random.
+TINY = {"transitions": 1000, "sac_steps": 3000, "checkpoint_every": 1000, "progress": False}
 IDS = [f"seqeval/pendulum/{quality}-v0" for quality in QUALITIES]
 # Episodes behind each reference score: 20, not the recipe's 100 (D4RL's), which would spend
 # most of a tiny build rolling out the two reference policies. The checks of the scores use
@@ -195,23 +197,24 @@ def test_interrupted_build_resumes_after_the_first_checkpoint(tmp_path, monkeypa
     assert not minari.list_local_datasets()
 
     # Resuming with other settings would mix two runs: refused with a one-line error.
-    other = SuiteBuilder(get_recipe("pendulum"), sac_steps=6000, checkpoint_every=500,
+    other = SuiteBuilder(get_recipe("pendulum"), sac_steps=TINY["sac_steps"], checkpoint_every=500,
                          progress=False)
     other.work_dir = SuiteBuilder(get_recipe("pendulum"), **TINY).work_dir
     with pytest.raises(UserError, match="other settings"):
         other.train()
 
     ids = build_datasets("pendulum", **{**TINY, "qualities": ["medium-replay"]})
-    assert saved_at == list(range(1000, 6001, 1000))  # resumed at 2000, not restarted
+    assert saved_at == list(range(1000, 3001, 1000))  # resumed at 2000, not restarted
     work = next((tmp_path / ".seqeval_builds").iterdir()) / "sac"
     progress = json.loads((work / "progress.json").read_text())
     assert progress["complete"] and progress["checkpoints"][-1]["gradient_steps"] > 0
     assert ids == ["seqeval/pendulum/medium-replay-v0"]
     # Every transition before and after the interruption is in the replay record.
     index = len(progress["checkpoints"]) - 1
-    replay = SuiteBuilder(get_recipe("pendulum"), sac_steps=6000, checkpoint_every=1000,
+    replay = SuiteBuilder(get_recipe("pendulum"), sac_steps=TINY["sac_steps"],
+                          checkpoint_every=TINY["checkpoint_every"],
                           progress=False).trainer.replay_episodes(index)
-    assert sum(len(e) for e in replay) == 6000
+    assert sum(len(e) for e in replay) == TINY["sac_steps"]
 
 
 # A build in a real subprocess that SIGKILLs itself at a chosen point: right after the SAC

@@ -258,7 +258,7 @@ def test_refused_sweep_flags_leave_nothing_behind(store, tmp_path, capsys, monke
     spec = tmp_path / "spec.toml"
     spec.write_text(f"[study]\nagents = ['bc']\ndatasets = ['{RANDOM}']\n{TINY}")
     out = tmp_path / "study"
-    if "1000" in args:  # an empty folder given as --out stays empty (Ray started, refused)
+    if "1000" in args:  # an empty folder given as --out stays empty (refused before Ray starts)
         out.mkdir()
         assert _sweep(spec, out, *args) == 2
         _one_line_refusal(capsys, message)
