@@ -31,10 +31,11 @@ ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5"}
 
 
 def make_env(env_id: str):
+    """A picklable factory (workers import gymnasium, not this script)."""
     import gymnasium as gym
 
     options = {"terminate_when_unhealthy": False} if env_id.startswith("Hopper") else {}
-    return gym.make(env_id, **options)
+    return functools.partial(gym.make, env_id, **options)
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name in args.envs.split(","):
         env_id = ENVS[name]
-        probe = make_env(env_id)
+        probe = make_env(env_id)()
         obs_dim = int(np.prod(probe.observation_space.shape))
         act_dim = int(np.prod(probe.action_space.shape))
         low, high = probe.action_space.low, probe.action_space.high
@@ -75,7 +76,7 @@ def main() -> None:
         evaluators, startup = {}, {}
         for workers in worker_counts:
             started = time.perf_counter()
-            evaluators[workers] = Evaluator(functools.partial(make_env, env_id),
+            evaluators[workers] = Evaluator(make_env(env_id),
                                             list(range(SEEDS)), EPISODES, low, high, workers)
             startup[workers] = time.perf_counter() - started
         times: dict[int, list[float]] = {w: [] for w in worker_counts}

@@ -153,7 +153,8 @@ class ProcessEnvGroup(EnvGroup):
     share while the others step theirs: for environments that cost more to step than a message
     between processes (MuJoCo locomotion), on a host with cores to spare (a GPU machine's).
 
-    `make_env` must be picklable (a module-level function, or a functools.partial of one).
+    `make_env` must be picklable by reference to an importable module (a module-level
+    function or class, or a functools.partial of one), not to the script being run.
     Workers are fresh interpreters (`python -m seqeval.envs.rollout`), never forked from a
     process running JAX's threads, and never re-running the caller's main script as
     multiprocessing's "spawn" would. Results equal `EnvGroup`'s bit for bit: every environment
