@@ -15,6 +15,7 @@ import importlib.metadata
 import importlib.util
 import io
 import sys
+import tempfile
 import traceback
 import types
 from pathlib import Path
@@ -88,6 +89,13 @@ def _load_from_file(spec: str) -> Agent:
     folder = str(path.resolve().parent)
     _forget_modules_in(folder)  # modules beside the file are read afresh, as the file is
     sys.path.insert(0, folder)  # an agent file may import modules beside it
+    # The file and its neighbours are compiled from their source, never taken from a cached
+    # .pyc: Python trusts a .pyc whose source has the same size and modification second, so a
+    # file rewritten within a second would run its old code while runs record the new code's
+    # hash (checks.agent_code). Bytecode is looked up under an empty folder and not written.
+    pycache = sys.pycache_prefix, sys.dont_write_bytecode
+    no_cache = tempfile.TemporaryDirectory(prefix="seqeval-no-pycache-")
+    sys.pycache_prefix, sys.dont_write_bytecode = no_cache.name, True
     try:
         # The file's own command line is not seqeval's: a script that parses sys.argv at
         # import sees only its own name, and what it prints is held until it imported well.
@@ -108,6 +116,8 @@ def _load_from_file(spec: str) -> Agent:
     finally:
         sys.argv = argv
         sys.path.remove(folder)
+        sys.pycache_prefix, sys.dont_write_bytecode = pycache
+        no_cache.cleanup()
     sys.stdout.write(printed.getvalue())
     sys.stderr.write(warned.getvalue())
     if not hasattr(module, attribute):

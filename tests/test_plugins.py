@@ -140,6 +140,33 @@ def test_fingerprint_follows_a_file_agents_source(tmp_path):
     assert agent_fingerprint(get_agent(str(copy))) != first
 
 
+def test_a_file_agent_runs_its_current_source_never_a_stale_cached_pyc(tmp_path):
+    """Python trusts a cached .pyc whose source kept its size and modification second: an
+    agent file (or a module beside it) rewritten within a second must still run its new code,
+    the code its fingerprint hashes."""
+    import os
+    import py_compile
+
+    (tmp_path / "helper.py").write_text("SCALE = 0.1\n")
+    agent_file = tmp_path / "agent.py"
+    agent_file.write_text(EXAMPLE.read_text().replace(
+        "from seqeval.agents import", "from helper import SCALE\nfrom seqeval.agents import")
+        + "\nAGENT_SCALE = SCALE\n")
+    stamps = {path: path.stat().st_mtime_ns for path in (agent_file, tmp_path / "helper.py")}
+    for path in stamps:  # the caches an earlier import would have left
+        py_compile.compile(str(path), doraise=True)
+    (tmp_path / "helper.py").write_text("SCALE = 0.2\n")  # same size, same timestamp
+    agent_file.write_text(agent_file.read_text().replace("learning_rate: float = 1e-2",
+                                                         "learning_rate: float = 2e-2"))
+    for path, stamp in stamps.items():
+        os.utime(path, ns=(stamp, stamp))
+    agent = get_agent(str(agent_file))
+    assert agent.make_config({}).learning_rate == 2e-2
+    assert sys.modules["helper"].SCALE == 0.2
+    assert sorted(p.name for p in (tmp_path / "__pycache__").iterdir()) == sorted(
+        f"{name}.{sys.implementation.cache_tag}.pyc" for name in ("agent", "helper"))
+
+
 def test_fingerprint_of_builtin_agents_covers_the_seqeval_modules_they_import():
     bc, td3 = get_agent("bc"), get_agent("td3_bc")
     assert agent_fingerprint(bc) == agent_fingerprint(get_agent("bc"))
