@@ -155,7 +155,7 @@ class ProcessEnvGroup(EnvGroup):
 
     `make_env` must be picklable by reference to an importable module (a module-level
     function or class, or a functools.partial of one), not to the script being run.
-    Workers are fresh interpreters (`python -m seqeval.envs.rollout`), never forked from a
+    Workers are fresh interpreters (`python -P -m seqeval.envs.rollout`), never forked from a
     process running JAX's threads, and never re-running the caller's main script as
     multiprocessing's "spawn" would. Results equal `EnvGroup`'s bit for bit: every environment
     is reset with its own seed and stepped with its own row of the one batch of actions,
@@ -175,7 +175,10 @@ class ProcessEnvGroup(EnvGroup):
                 ours, theirs = socket.socketpair()
                 with theirs:
                     self._processes.append(subprocess.Popen(
-                        [sys.executable, "-m", "seqeval.envs.rollout", str(theirs.fileno())],
+                        # -P: the working directory's own folders (a user's `seqeval/`)
+                        # never shadow the installed package.
+                        [sys.executable, "-P", "-m", "seqeval.envs.rollout",
+                         str(theirs.fileno())],
                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL))
                 self._connections.append(Connection(ours.detach()))
                 self._connections[-1].send(sys.path)  # where make_env's module is found
