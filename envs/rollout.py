@@ -189,19 +189,32 @@ class ProcessEnvGroup(EnvGroup):
             raise
         self._setup(*spaces, num_envs, action_low, action_high)
 
+    def _lost(self, worker: int) -> RuntimeError:
+        try:
+            code = self._processes[worker].wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return RuntimeError(f"environment worker {worker} stopped unexpectedly (exit code "
+                            f"{code})")
+
+    def _send(self, worker: int, message: tuple[str, Any]) -> None:
+        try:
+            self._connections[worker].send(message)
+        except OSError:
+            raise self._lost(worker) from None
+
     def _receive(self, worker: int) -> Any:
         try:
             status, payload = self._connections[worker].recv()
         except (EOFError, OSError):
-            raise RuntimeError(f"environment worker {worker} stopped unexpectedly (exit code "
-                               f"{self._processes[worker].poll()})") from None
+            raise self._lost(worker) from None
         if status != "ok":
             raise RuntimeError(f"environment worker {worker} failed: {payload}")
         return payload
 
     def _reset_env(self, index: int, seed: int | None) -> np.ndarray:
         worker = self._owner[index]
-        self._connections[worker].send(("reset", (index - self._starts[worker], seed)))
+        self._send(worker, ("reset", (index - self._starts[worker], seed)))
         return self._receive(worker)
 
     def _step_envs(self, env_actions: np.ndarray, indices: np.ndarray) -> StepResults:
@@ -209,8 +222,7 @@ class ProcessEnvGroup(EnvGroup):
         busy = np.unique(owners)
         for worker in busy:  # every worker steps its share before any answer is read
             mine = owners == worker
-            self._connections[worker].send(
-                ("step", (indices[mine] - self._starts[worker], env_actions[mine])))
+            self._send(worker, ("step", (indices[mine] - self._starts[worker], env_actions[mine])))
         parts = [self._receive(worker) for worker in busy]
         # Workers hold contiguous, ascending ranges, so their answers concatenate in order.
         return tuple(np.concatenate(column) for column in zip(*parts, strict=True))

@@ -151,6 +151,21 @@ def test_a_worker_that_cannot_make_its_environment_is_one_error():
         ProcessEnvGroup(functools.partial(gym.make, "NoSuchTask-v0"), 4, workers=2)
 
 
+def test_a_worker_that_dies_is_one_error_and_the_group_still_closes():
+    import signal
+
+    group = ProcessEnvGroup(functools.partial(gym.make, "Pendulum-v1"), 4, workers=2)
+    group._processes[1].send_signal(signal.SIGKILL)
+    for index in (0, 1):  # the other worker's environments still answer
+        group.reset(index, seed=index)
+    with pytest.raises(RuntimeError, match=r"^environment worker 1 stopped unexpectedly \(exit "
+                                           r"code -9\)$"):
+        for _ in range(3):  # the first message may still fit in the dead worker's socket
+            group.step(np.zeros((4, 1)), active=np.array([True, True, True, False]))
+    group.close()
+    assert [process.poll() for process in group._processes] == []
+
+
 def test_evaluation_of_a_minari_dataset_in_worker_processes_equals_one_process(store):
     """The dataset's evaluation environment travels to the workers by its id."""
     from helpers import EXPERT
