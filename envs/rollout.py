@@ -171,7 +171,7 @@ class ProcessEnvGroup(EnvGroup):
         self._connections: list[Connection] = []
         self._processes: list[subprocess.Popen] = []
         try:
-            for count in np.diff(bounds):
+            for worker, count in enumerate(np.diff(bounds)):
                 ours, theirs = socket.socketpair()
                 with theirs:
                     self._processes.append(subprocess.Popen(
@@ -181,8 +181,8 @@ class ProcessEnvGroup(EnvGroup):
                          str(theirs.fileno())],
                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL))
                 self._connections.append(Connection(ours.detach()))
-                self._connections[-1].send(sys.path)  # where make_env's module is found
-                self._connections[-1].send((make_env, int(count)))
+                self._send(worker, sys.path)  # where make_env's module is found
+                self._send(worker, (make_env, int(count)))
             spaces = [self._receive(worker) for worker in range(workers)][0]
         except BaseException:
             self.close()
@@ -197,7 +197,7 @@ class ProcessEnvGroup(EnvGroup):
         return RuntimeError(f"environment worker {worker} stopped unexpectedly (exit code "
                             f"{code})")
 
-    def _send(self, worker: int, message: tuple[str, Any]) -> None:
+    def _send(self, worker: int, message: Any) -> None:
         try:
             self._connections[worker].send(message)
         except OSError:

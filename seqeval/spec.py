@@ -119,14 +119,16 @@ class PlannedRun:
         name = _path_text("_".join(parts))[:100]
         return f"{_path_text(self.dataset.replace(',', '+'))[:100]}/{name}_{self.mode}_{self.key}"
 
-    def run_settings(self, run_dir: Path):
-        """The RunSettings of this run, writing into `run_dir`."""
+    def run_settings(self, run_dir: Path, eval_workers: int = 1):
+        """The RunSettings of this run, writing into `run_dir`, its evaluation stepped in
+        `eval_workers` processes (neither changes the run's numbers)."""
         from seqeval.runner import RunSettings
 
         protocol = {k: tuple(v) if isinstance(v, list) else v for k, v in self.protocol.items()}
         return RunSettings(
             agent=self.agent, dataset=self.dataset, out=str(run_dir), mode=self.mode,
-            num_seeds=self.num_seeds, progress=False, log=self.log or None,
+            num_seeds=self.num_seeds, progress=False, eval_workers=eval_workers,
+            log=self.log or None,
             wandb_project=self.wandb_project,
             agent_overrides=tuple((k, override_text(v)) for k, v in self.agent_settings.items()),
             **protocol,

@@ -166,9 +166,8 @@ def run_study(spec_path: Path | str, out: Path | str, options: SweepOptions = Sw
             # Each run steps its evaluation environments in as many processes as it has CPUs
             # (the returns do not depend on it).
             eval_workers = max(1, int(options.cpus_per_run))
-            settings = {r["id"]: dataclasses.replace(
-                by_key[r["key"]].run_settings(study.run_dir(r)), eval_workers=eval_workers)
-                for r in todo}
+            settings = {r["id"]: by_key[r["key"]].run_settings(study.run_dir(r), eval_workers)
+                        for r in todo}
             with ray_session(options.address, study.path) as ray, _terminate_as_interrupt():
                 parallel = capacity(ray, options.cpus_per_run, options.gpus_per_run,
                                      options.max_parallel)
