@@ -35,10 +35,13 @@ import jax
 import jax.numpy as jnp
 
 from seqeval.agents import Batch, DatasetStats, Spaces, get_agent, resolve_batch_size
-from seqeval.algorithms import nets, rebrac, td3_bc
+from seqeval.algorithms import nets, rebrac, td3_bc, td3_family
 
 OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE = 11, 3, 1_000_000
-DELAYED_ACTOR = {"td3_bc": td3_bc, "rebrac": rebrac}  # critic_step every step, actor_step less
+# Agents on TD3's schedule (critic_step every step, actor_step less often), each with its
+# (critic target, actor loss) pieces of td3_family.
+DELAYED_ACTOR = {"td3_bc": (td3_bc._critic_target, td3_bc._actor_loss),
+                 "rebrac": (rebrac._critic_target, rebrac._actor_loss)}
 
 # name -> (registered agent, config overrides); defaults are the reference network sizes.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -102,10 +105,12 @@ def flops_per_update(name: str, agent, config, state, batch, key) -> float:
     if agent.name in DELAYED_ACTOR:
         # The cost analysis counts a cond's branch in full; TD3+BC and ReBRAC run the actor
         # branch only every policy_frequency-th step, so cost the two halves separately.
-        module = DELAYED_ACTOR[agent.name]
-        critic = cost_flops(lambda s, b, k: module.critic_step(config, s, b, k)[0],
-                            state, batch, key)
-        actor = cost_flops(lambda s, b: module.actor_step(config, s, b), state, batch)
+        critic_target, actor_loss = DELAYED_ACTOR[agent.name]
+        critic = cost_flops(
+            lambda s, b, k: td3_family.critic_step(config, s, b, k, critic_target)[0],
+            state, batch, key)
+        actor = cost_flops(lambda s, b: td3_family.actor_step(config, s, b, actor_loss),
+                           state, batch)
         return critic + actor / config.policy_frequency
     return cost_flops(lambda s, b, k: agent.update(config, s, b, k), state, batch, key)
 
