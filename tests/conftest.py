@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from suite_flags import set_suite_flags
 
 # Many tests compile the same small programs (the same agent, sizes and shapes): one persistent
 # JAX compilation cache for the whole session serves them from disk after the first compile. The
@@ -28,13 +29,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 # The suite's programs are tiny and each runs briefly: XLA:CPU's compile time, not run time,
-# dominates it. Without LLVM's optimisation passes the suite's CPU time fell by about a third
-# (203 -> 127 CPU-s on a sample of learning, loss and CLI tests; the learning tests still learn).
-# Workers, CLI subprocesses and Ray runs inherit the flag. Speed is measured in benchmarks/ at
-# XLA's defaults, never here.
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
+# dominates it, so the suite compiles without LLVM's optimisation passes and without the new
+# fusion emitters (tests/suite_flags.py has the measurements). Workers, CLI subprocesses and
+# Ray runs inherit the flags; pytest-xdist's workers find them set by the controller.
+set_suite_flags()
 
 # Ray runs its workers at nice 15, so a test's runs on a local Ray got the cores only when the
 # other xdist worker left them idle: the Ray group (the longest a worker takes) waited on the

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from suite_flags import default_flags
 
 from seqeval import protocol
 from seqeval.agents import Agent, Batch, DatasetStats, Spaces, get_agent
@@ -30,13 +31,12 @@ SEQEVAL = os.path.join(os.path.dirname(sys.executable), "seqeval")
 
 
 def optimized_environment(**extra: str) -> dict[str, str]:
-    """The environment for a child process compiled at XLA's default optimisation level.
+    """The environment for a child process compiled with XLA's defaults.
 
-    The suite compiles at level 0 (tests/conftest.py): quicker to compile, slower to run. The
-    few tests whose time goes to long training loops (the dataset builder's SAC, CQL learning)
-    run them in a child process at the default level instead."""
-    flags = os.environ.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
-    return {**os.environ, "XLA_FLAGS": flags.strip(), **extra}
+    The suite compiles at level 0 without the fusion emitters (tests/suite_flags.py): quicker
+    to compile, slower to run. The few tests whose time goes to long training loops (the
+    dataset builder's SAC, the learning tests) run them in a child process at the defaults."""
+    return {**os.environ, "XLA_FLAGS": default_flags(os.environ.get("XLA_FLAGS", "")), **extra}
 
 
 # ---------------------------------------------------------------------------------------------
