@@ -39,8 +39,8 @@ set_suite_flags()
 # rest. At nice 0 both workers share the cores fairly. (Tests only; a user's sweep keeps Ray's.)
 os.environ.setdefault("RAY_worker_niceness", "0")
 
-from helpers import EXPERT, MIXED, RANDOM, TINY_STUDY_SPEC  # noqa: E402
-from pendulum_data import make_pendulum_dataset  # noqa: E402
+# helpers and pendulum_data (which import JAX) are imported where used: pytest-xdist's
+# controller runs no test, and its start-up delays every worker's.
 
 warnings.filterwarnings("ignore", module="minari")
 
@@ -91,6 +91,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _build_pendulum_store(store: Path) -> None:
+    from helpers import EXPERT, MIXED, RANDOM
+    from pendulum_data import make_pendulum_dataset
+
     previous = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(store)
     try:
@@ -146,6 +149,8 @@ class TinyStudy:
 @pytest.fixture(scope="session")
 def tiny_study(pendulum_store, tmp_path_factory) -> TinyStudy:
     """helpers.TINY_STUDY_SPEC swept once on a local Ray (its own temporary $HOME)."""
+    from helpers import TINY_STUDY_SPEC
+
     from seqeval.cli import main
 
     root = tmp_path_factory.mktemp("tiny_study")

@@ -30,14 +30,14 @@ from seqeval.study import expand_run_dirs
 # in the child, so JAX's warning about forking a multithreaded process does not apply.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 
-# Tiny runs: 2,000 gradient steps (20 per 20 transitions) from T0 = 8000 of 10,000 transitions,
+# Tiny runs: 400 gradient steps (40 per 40 transitions) from T0 = 9600 of 10,000 transitions,
 # one evaluation (2 episodes) at the end.
 TINY = """
 [protocol]
-initial_size = 8000
-increment = 20
-steps_per_increment = 20
-eval_every = 2000
+initial_size = 9600
+increment = 40
+steps_per_increment = 40
+eval_every = 400
 eval_episodes = 2
 batch_size = 64
 no_prequential = true
