@@ -347,16 +347,6 @@ def ensure_datasets(env: str, transitions: int | None = None) -> list[str]:
     return build_datasets(env, transitions=transitions)
 
 
-
-
-
-
-
-
-
-
-
-
 __all__ = [
     "QUALITIES",
     "RECIPES",
