@@ -27,8 +27,11 @@ SUITE_FLAGS = (OPTIMISATION_LEVEL_0, LEGACY_FUSION_EMITTERS)
 def _jax_accepts(flag: str) -> bool:
     probe = "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"
     environment = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", probe], env=environment,
-                          capture_output=True, timeout=120)
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], env=environment,
+                              capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return False
     return done.returncode == 0
 
 
@@ -44,7 +47,10 @@ def set_suite_flags() -> None:
 
 
 def training_flags(flags: str) -> str:
-    """`flags` without the suite's own, at optimisation level 1: for long training loops."""
+    """`flags` without the suite's own, at optimisation level 1 (unless the user's own flags
+    name a level): for long training loops."""
     for flag in SUITE_FLAGS:
         flags = flags.replace(flag, "")
-    return " ".join([*flags.split(), "--xla_backend_optimization_level=1"])
+    if "--xla_backend_optimization_level" not in flags:
+        flags = f"{flags} --xla_backend_optimization_level=1"
+    return " ".join(flags.split())
