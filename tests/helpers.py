@@ -39,6 +39,17 @@ def optimized_environment(**extra: str) -> dict[str, str]:
     return {**os.environ, "XLA_FLAGS": training_flags(os.environ.get("XLA_FLAGS", "")), **extra}
 
 
+def tiny_recipe(env: str, reference_episodes: int, sac_width: int):
+    """`env`'s dataset recipe for a tiny test build: fewer episodes behind each reference score
+    and SAC on sac_width x sac_width networks (the recipe's SAC is most of a build's time)."""
+    from seqeval.algorithms.sac import SACConfig
+    from seqeval.envs import registry
+
+    widths = (sac_width, sac_width)
+    return dataclasses.replace(registry.RECIPES[env], reference_episodes=reference_episodes,
+                               sac=SACConfig(actor_hidden_dims=widths, critic_hidden_dims=widths))
+
+
 # ---------------------------------------------------------------------------------------------
 # Hand-made run directories (report, plot, select).
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -13,8 +12,8 @@ from pathlib import Path
 import minari
 import numpy as np
 import pytest
+from helpers import tiny_recipe
 
-from seqeval.algorithms.sac import SACConfig
 from seqeval.cli import main
 from seqeval.envs import registry
 from seqeval.envs.datasets import SuiteBuilder, build_datasets
@@ -41,17 +40,11 @@ SAC_WIDTH = 32
 DEFAULT_PENDULUM = registry.RECIPES["pendulum"]
 
 
-def tiny_recipe(recipe: registry.EnvRecipe, reference_episodes: int, width: int):
-    """The Pendulum recipe these tests build with (KILLED_BUILD's process makes the same)."""
-    return dataclasses.replace(recipe, reference_episodes=reference_episodes, sac=SACConfig(
-        actor_hidden_dims=(width, width), critic_hidden_dims=(width, width)))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def tiny_pendulum_recipe():
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(registry.RECIPES, "pendulum",
-                      tiny_recipe(DEFAULT_PENDULUM, REFERENCE_EPISODES, SAC_WIDTH))
+                      tiny_recipe("pendulum", REFERENCE_EPISODES, SAC_WIDTH))
         yield
 
 
@@ -231,17 +224,16 @@ def test_interrupted_build_resumes_after_the_first_checkpoint(tmp_path, monkeypa
 # checkpoint with the given index is committed, or halfway through writing the first dataset's
 # episodes (Minari's hdf5 writer), or not at all.
 KILLED_BUILD = """
-import dataclasses, json, os, signal, sys
+import json, os, signal, sys
 from seqeval.envs import registry, sac
 from seqeval.envs.datasets import build_datasets
 from minari.dataset._storages.hdf5_storage import HDF5Storage
 
-from seqeval.algorithms.sac import SACConfig
+sys.path.insert(0, sys.argv[5])
+from helpers import tiny_recipe
 
-point, width = sys.argv[1], int(sys.argv[4])
-registry.RECIPES["pendulum"] = dataclasses.replace(  # the tests' tiny recipe (tiny_recipe)
-    registry.RECIPES["pendulum"], reference_episodes=int(sys.argv[3]),
-    sac=SACConfig(actor_hidden_dims=(width, width), critic_hidden_dims=(width, width)))
+point = sys.argv[1]
+registry.RECIPES["pendulum"] = tiny_recipe("pendulum", int(sys.argv[3]), int(sys.argv[4]))
 if point == "checkpoint":
     save = sac.SACTrainer._save_checkpoint
 
@@ -267,7 +259,8 @@ build_datasets("pendulum", **json.loads(sys.argv[2]))
 def run_build(store: Path, point: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MINARI_DATASETS_PATH": str(store)}
     return subprocess.run([sys.executable, "-c", KILLED_BUILD, point, json.dumps(TINY),
-                           str(REFERENCE_EPISODES), str(SAC_WIDTH)], env=env,
+                           str(REFERENCE_EPISODES), str(SAC_WIDTH),
+                           str(Path(__file__).parent)], env=env,
                           capture_output=True, text=True, timeout=1200)
 
 

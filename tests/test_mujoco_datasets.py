@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -10,8 +9,8 @@ from pathlib import Path
 import minari
 import numpy as np
 import pytest
+from helpers import tiny_recipe
 
-from seqeval.algorithms.sac import SACConfig
 from seqeval.cli import main
 from seqeval.envs import registry
 from seqeval.envs.datasets import build_datasets
@@ -32,9 +31,7 @@ def hopper_store(tmp_path_factory) -> Path:
         # time would go to rolling out the two reference policies. SAC with 32x32 networks, not
         # the recipe's 256x256: its 1,200 updates were two thirds of the build's CPU time
         # (45 -> 16 CPU-s), and what is checked here does not depend on how well it learns.
-        patch.setitem(registry.RECIPES, "hopper", dataclasses.replace(
-            registry.RECIPES["hopper"], reference_episodes=20,
-            sac=SACConfig(actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32))))
+        patch.setitem(registry.RECIPES, "hopper", tiny_recipe("hopper", 20, 32))
         ids = build_datasets("hopper", transitions=1500, sac_steps=1200, checkpoint_every=300,
                              progress=False)
     assert ids == IDS
