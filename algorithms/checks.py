@@ -28,6 +28,7 @@ import numpy as np
 
 from seqeval.algorithms.base import Agent, Batch, DatasetStats, Spaces
 from seqeval.algorithms.registry import ENTRY_POINT_GROUP, USER_AGENT_PREFIX
+from seqeval.compilation import jit_once
 from seqeval.errors import UserError
 
 CHECK_ROWS = 3  # observations per act/explore check (distinct from any batch or action size)
@@ -164,13 +165,12 @@ def _check_real_actions(agent: Agent, config: Any, spaces: Spaces, stats: Datase
     """The initial state's actions on real observations: finite and within [-1, 1]."""
     key = jax.random.PRNGKey(0)
 
-    @jax.jit
     def initial_actions(key: jax.Array, observations: jax.Array):
         state = agent.init(config, key, spaces, stats, total_steps)
         greedy = agent.act(config, state, observations, key, True)
         return greedy, agent.explore_actions(config, state, observations, key)
 
-    for hook, actions in zip(("act", "explore"), initial_actions(key, observations),
+    for hook, actions in zip(("act", "explore"), jit_once(initial_actions)(key, observations),
                              strict=True):
         values = np.asarray(actions, np.float64)
         if not np.all(np.isfinite(values)):

@@ -24,6 +24,7 @@ from seqeval import protocol
 from seqeval.algorithms.base import Agent, Spaces, config_to_dict, resolve_batch_size
 from seqeval.algorithms.checks import agent_fingerprint, check_agent
 from seqeval.algorithms.registry import agent_code_error, get_agent
+from seqeval.compilation import jit_once
 from seqeval.data import (  # noqa: F401 (FINGERPRINTED_ARRAYS: what the fingerprint covers)
     FINGERPRINTED_ARRAYS,
     OfflineData,
@@ -278,13 +279,15 @@ def load_context(settings: RunSettings, stop: StopRequest) -> RunContext:
 
     keys = [protocol.seed_keys(s) for s in settings.seeds]
     permutation_keys, init_keys, train_keys = (jnp.stack(k) for k in zip(*keys, strict=True))
-    orders = jax.vmap(lambda k: protocol.block_permutation(k, block_sizes))(permutation_keys)
+    orders = jit_once(jax.vmap(lambda k: protocol.block_permutation(k, block_sizes)))(
+        permutation_keys)
     device_data = protocol.device_data(data)
     spaces = Spaces(data.observation_dim, data.action_dim)
     # The agent's contract (shapes, pytrees, scalar metrics, actions in [-1, 1]) is checked
     # once, abstractly plus one real batch, so a broken plug-in fails here in one line rather
     # than deep inside a compiled program.
-    sample = protocol.gather(device_data, orders[0], jnp.arange(min(64, data.size)), data.size)
+    sample = jit_once(lambda d, order: protocol.gather(d, order, jnp.arange(min(64, data.size)),
+                                                       data.size))(device_data, orders[0])
     with _agent_code(agent, settings.agent):
         check_agent(agent, agent_config, spaces, protocol.dataset_stats(data), batch_size,
                     sample=sample)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqeval.algorithms.base import Agent, Batch, DatasetStats
+from seqeval.compilation import jit_once
 from seqeval.data import OfflineData
 from seqeval.envs.rollout import to_unit_actions
 
@@ -401,11 +402,11 @@ def init_states(agent: Agent, config: Any, init_keys: jax.Array, spaces, stats: 
     # The statistics are an argument, not a constant of the program, so runs on datasets of
     # one shape share the compiled init (and a persistent compilation cache can serve it).
     if np.ndim(total_steps) == 0:
-        return jax.jit(
+        return jit_once(
             jax.vmap(lambda k, s: agent.init(config, k, spaces, s, total_steps),
                      in_axes=(0, None)),
         )(init_keys, stats)
-    return jax.jit(
+    return jit_once(
         jax.vmap(lambda k, s, steps: agent.init(config, k, spaces, s, steps),
                  in_axes=(0, None, 0)),
     )(init_keys, stats, jnp.asarray(total_steps, jnp.int32))

@@ -227,8 +227,10 @@ def _pad_block(transitions, length: int):
 
 
 def _checkpoint_tree(learners: Learners, online_count: int) -> dict[str, Any]:
+    # Cut on the host (the checkpoint is written from host arrays anyway): slicing the device
+    # arrays would compile a program per column for every new count.
     online = None if learners.online is None else jax.tree.map(
-        lambda column: column[:, :online_count], learners.online)
+        lambda column: np.asarray(column)[:, :online_count], learners.online)
     return {"states": learners.states, "train_keys": learners.train_keys,
             "explore_keys": learners.explore_keys, "online": online}
 
