@@ -173,7 +173,8 @@ def run_demo(out_dir: str = "runs/demo", figure: str = "figures/demo.png",
     run_dirs = [settings.out for runs in planned.values() for settings in runs]
     groups, _ = load_groups(run_dirs)
     paths = curves_figure(groups, figure_stem(figure, out_dir), prequential=False,
-                          title=f"seqeval demo: {dataset}, {DEMO_PROTOCOL['num_seeds']} seeds",
+                          # two lines: one ran past the panel into the legend
+                          title=f"seqeval demo, {DEMO_PROTOCOL['num_seeds']} seeds\n{dataset}",
                           panel_width=DEMO_PANEL_WIDTH)
     print()
     print(f"{'agent':<10} {'offline':>8} {'online':>8} {'retrain':>8} {'wall s':>7}   "
