@@ -119,12 +119,11 @@ def env_steps_per_second(env: str, steps: int, num_envs: int) -> float:
     state = learner.init(jax.random.PRNGKey(0))["agent"]
     observations = pool.reset()
     key = jax.random.PRNGKey(1)
-    learner.explore(state, jnp.asarray(observations), key).block_until_ready()
+    learner.explore_at(state, observations, key, 0).block_until_ready()
     start = time.perf_counter()
     rounds = max(1, steps // num_envs)
-    for step in range(rounds):
-        actions = np.asarray(learner.explore(state, jnp.asarray(observations),
-                                             jax.random.fold_in(key, step)))
+    for step in range(rounds):  # as the builder steps: the key is folded inside the program
+        actions = np.asarray(learner.explore_at(state, observations, key, step))
         observations, _, _ = pool.step(actions)
     seconds = time.perf_counter() - start
     pool.close()
