@@ -348,6 +348,38 @@ def agent_code(agent: Agent) -> dict[str, str]:
     return code
 
 
+# The evaluator's modules whose code decides a run's numbers: how the data is read, ordered,
+# batched and trained on, how agents act in and are scored by the environment, how seeds are
+# derived, programs compiled and values written. The rest of seqeval (the CLI, studies,
+# reports, trackers, settings whose values a run records anyway) leaves a run's numbers as
+# they are; tests/test_study_identity.py makes every module a run imports choose a side.
+EVALUATOR_MODULES = (
+    "seqeval.compilation", "seqeval.context", "seqeval.csvfile", "seqeval.d4rl", "seqeval.data",
+    "seqeval.envs.rollout", "seqeval.evaluate", "seqeval.online", "seqeval.protocol",
+    "seqeval.results", "seqeval.retrain", "seqeval.scores", "seqeval.seeds", "seqeval.sequential",
+)
+
+
+def evaluator_code() -> dict[str, str]:
+    """A SHA-256 of each evaluator module that decides a run's numbers (EVALUATOR_MODULES), by
+    module name: with the agent's own code, what makes two runs' numbers comparable."""
+    code = {}
+    for name in EVALUATOR_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, name
+        code[name] = hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
+    return code
+
+
+def evaluator_fingerprint() -> str:
+    """A short hash of `evaluator_code`: a resumed run compares it with the one it started
+    with, as it does the agent's."""
+    digest = hashlib.sha256(b"seqeval-evaluator")
+    for name, file_hash in evaluator_code().items():
+        digest.update(f"\0{name}\0{file_hash}".encode())
+    return digest.hexdigest()[:FINGERPRINT_LENGTH]
+
+
 def agent_fingerprint(agent: Agent) -> str:
     """A short hash of the agent's source code (`agent_code`): equal for the same code,
     different when any file it is made of changes. A resumed run compares it with the one it

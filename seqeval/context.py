@@ -22,7 +22,7 @@ import numpy as np
 
 from seqeval import protocol
 from seqeval.algorithms.base import Agent, Spaces, config_to_dict, resolve_batch_size
-from seqeval.algorithms.checks import agent_fingerprint, check_agent
+from seqeval.algorithms.checks import agent_fingerprint, check_agent, evaluator_fingerprint
 from seqeval.algorithms.registry import agent_code_error, get_agent
 from seqeval.compilation import jit_once
 from seqeval.data import (  # noqa: F401 (FINGERPRINTED_ARRAYS: what the fingerprint covers)
@@ -65,6 +65,8 @@ class RunContext:
             "agent_name": self.agent.name,
             # a resumed run refuses agent code that changed since it started
             "agent_fingerprint": agent_fingerprint(self.agent),
+            # and evaluator code (the modules that compute a run's numbers) that changed
+            "evaluator_fingerprint": evaluator_fingerprint(),
             "dataset": settings.dataset,
             # a resumed run refuses a dataset whose content changed since it started
             "dataset_fingerprint": dataset_fingerprint(self.data),

@@ -507,15 +507,24 @@ class RunDir:
         existing = self.read_config()
         if existing is not None:
             wanted = json.loads(json.dumps(config))
-            code = "agent_fingerprint"
-            if existing.get(code) != wanted.get(code) and (
-                    {k: v for k, v in existing.items() if k != code}
-                    == {k: v for k, v in wanted.items() if k != code}):
+            code, evaluator = "agent_fingerprint", "evaluator_fingerprint"
+            same_otherwise = ({k: v for k, v in existing.items() if k not in (code, evaluator)}
+                              == {k: v for k, v in wanted.items() if k not in (code, evaluator)})
+            if same_otherwise and existing.get(code) != wanted.get(code):
                 raise UserError(
                     f"'{self.path}' was started with other code of agent "
                     f"'{wanted.get('agent_name')}' (fingerprint {existing.get(code)}, now "
                     f"{wanted.get(code)}); resuming would mix two versions: restore that code, or "
                     "start fresh with another --out (or delete the run directory)"
+                )
+            if same_otherwise and existing.get(evaluator) != wanted.get(evaluator):
+                before = (f"fingerprint {existing[evaluator]}" if evaluator in existing
+                          else "not recorded by that seqeval")
+                raise UserError(
+                    f"'{self.path}' was started by other seqeval code (its modules that compute "
+                    f"a run's numbers: {before}, now {wanted.get(evaluator)}); resuming would mix "
+                    "two versions: restore that seqeval, or start fresh with another --out (or "
+                    "delete the run directory)"
                 )
             data = "dataset_fingerprint"
             if existing.get("dataset") == wanted.get("dataset") and (

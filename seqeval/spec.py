@@ -73,7 +73,7 @@ class PlannedRun:
     full_protocol: dict[str, Any]  # every protocol field of the run (for runs.csv)
     agent_config: dict[str, Any]  # the agent's whole config (for runs.csv)
     spec_settings: dict[str, Any]  # what the spec itself sets for this run (its grid point)
-    code: dict[str, str]  # SHA-256 of each file of the agent's code (checks.agent_code)
+    code: dict[str, str]  # SHA-256 of each file of the evaluator's and the agent's code
     dataset_fingerprint: str = ""  # SHA-256 of the dataset's content (set by validate_plan)
     # experiment trackers (seqeval.tracking): how results are shown, not what the run is
     log: tuple[str, ...] = ()
@@ -345,7 +345,7 @@ def _agent_axes(agent: Any, shared: dict[str, Any], own: dict[str, Any],
 def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[PlannedRun]:
     """Every run of a spec: datasets x agents x modes x protocol grid x agent grid, in that
     order. UserError (naming the key and the fix) on any unknown key, agent or bad value."""
-    from seqeval.algorithms.checks import agent_code
+    from seqeval.algorithms.checks import agent_code, evaluator_code
 
     spec_dir = Path(spec_dir)
     protocol_types, protocol_defaults = _protocol_fields()
@@ -377,7 +377,9 @@ def expand_spec(spec: dict[str, Any], spec_dir: Path | str = ".") -> list[Planne
                         "may hold; shorten its lists of values, or split it into several studies")
     grid = _Grid(seeds=seeds, protocol_axes=protocol_axes,
                  protocol_defaults=protocol_defaults, log=log, wandb_project=wandb_project)
-    code = {name: agent_code(agent) for name, agent in agents.items()}
+    # What made a run's numbers: the evaluator's code and the agent's, file by file.
+    evaluator = evaluator_code()
+    code = {name: {**evaluator, **agent_code(agent)} for name, agent in agents.items()}
     runs: list[PlannedRun] = []
     for dataset in datasets:
         for name in agent_names:

@@ -13,7 +13,8 @@ A study directory (`seqeval sweep SPEC --out STUDY_DIR`) holds
 
 A run is what made its numbers: its key is a SHA-256 of the agent (its whole config, defaults
 included, and a hash of every file of its code: the agent's file and the seqeval and user
-modules it imports), the dataset (id and a hash of its content), the mode, the seeds and the
+modules it imports), seqeval's own modules that compute the numbers (checks.EVALUATOR_MODULES),
+the dataset (id and a hash of its content), the mode, the seeds and the
 whole protocol. The key is part of the run's directory name, so two runs never share one. A
 changed spec keeps the runs it shares with the old one; a run of the spec whose code, defaults
 or data changed gets a new key, so a new directory, and the old run is kept and marked stale.
@@ -182,9 +183,14 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     else:
         if old.get("dataset_fingerprint") != new.get("dataset_fingerprint"):
             changes.append(f"the content of dataset {new['dataset']}")
+        from seqeval.algorithms.checks import EVALUATOR_MODULES
+
         before, after = old["code"], new.get("code") or {}
-        files = sorted(k or "package version" for k in set(before) | set(after)
-                       if before.get(k) != after.get(k))
+        changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        if not set(EVALUATOR_MODULES) & set(before) and set(EVALUATOR_MODULES) <= set(after):
+            changes.append("evaluator code not recorded (made before seqeval fingerprinted it)")
+            changed -= set(EVALUATOR_MODULES)
+        files = sorted(k or "package version" for k in changed)
         if files:
             changes.append("code of " + ", ".join(files))
     return "; ".join(changes) or "its identity"

@@ -212,3 +212,20 @@ def test_batch_size_defaults_to_the_agents_own_and_resume_refuses_changed_agent_
     err = capsys.readouterr().err
     assert "was started with other code of agent 'linear_bc'" in err and "--out" in err
     assert err.count("\n") == 1
+
+    # The same agent, but the run was started by other seqeval code (its modules that compute
+    # the numbers), or by a seqeval that did not record it: refused as well.
+    agent_file.write_text(agent_file.read_text().replace("\n# a later edit\n", ""))
+    config_path = tmp_path / "out" / "config.json"
+    for recorded in ("0123456789abcdef", None):
+        changed = {**config, "evaluator_fingerprint": recorded}
+        if recorded is None:
+            del changed["evaluator_fingerprint"]
+        config_path.write_text(json.dumps(changed))
+        assert _run(args, tmp_path) == 2
+        err = capsys.readouterr().err
+        assert "was started by other seqeval code" in err and "--out" in err, err
+        assert ("0123456789abcdef" if recorded else "not recorded by that seqeval") in err
+        assert err.count("\n") == 1
+    config_path.write_text(json.dumps(config))
+    assert _run(args, tmp_path) == 0  # its own code again: the complete run stands

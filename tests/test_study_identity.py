@@ -1,7 +1,8 @@
 """A study run is what made its numbers: its key covers the whole agent config, the agent's
-code (the modules it imports), the dataset's content, the seeds and the protocol; a re-run sweep
-re-runs a run whose code or defaults changed into a new directory and marks the old one stale;
-reports read the current spec's runs. Also the sweep's refusals (issue 21 items 1, 2 and 6)."""
+code (the modules it imports), seqeval's code that computes numbers, the dataset's content, the
+seeds and the protocol; a re-run sweep re-runs a run whose code or defaults changed into a new
+directory and marks the old one stale; reports read the current spec's runs. Also the sweep's
+refusals (issue 21 items 1, 2 and 6)."""
 
 from __future__ import annotations
 
@@ -381,3 +382,62 @@ def test_a_run_of_a_study_made_before_code_was_fingerprinted_is_stale(tmp_path):
     assert new is not old and standing(old) == STALE and old["superseded_by"] == new["id"]
     assert old["stale_reason"] == ("code and data not recorded (made before seqeval "
                                    "fingerprinted them)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluator's own code (the modules that compute a run's numbers).
+
+# seqeval modules a run imports whose code cannot change its numbers: orchestration, messages,
+# settings a run records in full anyway. A new module must be put here or in
+# checks.EVALUATOR_MODULES: which side it is on is a decision, not an accident.
+NOT_NUMERIC = {
+    "seqeval", "seqeval.envs", "seqeval.errors", "seqeval.fileio", "seqeval.memory",
+    "seqeval.runner", "seqeval.settings", "seqeval.spec", "seqeval.stats", "seqeval.study",
+    "seqeval.tracking",
+}
+
+
+def test_every_module_a_run_imports_is_evaluator_code_or_named_as_not_deciding_numbers():
+    import seqeval.runner
+    from seqeval.algorithms.checks import EVALUATOR_MODULES, _own_import_closure
+
+    imported = {name for name in _own_import_closure(seqeval.runner)
+                if not name.startswith("seqeval.algorithms")}  # agents' code: agent_code
+    assert imported - set(EVALUATOR_MODULES) - NOT_NUMERIC == set()
+    assert not set(EVALUATOR_MODULES) & NOT_NUMERIC
+
+
+def test_evaluator_code_is_in_every_runs_code_and_a_change_to_it_makes_runs_stale(
+        tmp_path, monkeypatch):
+    from seqeval.algorithms import checks
+
+    spec = {"study": {"agents": ["bc", "iql"], "datasets": ["d/x-v0"]}}
+    plan = expand_spec(spec, tmp_path)
+    evaluator = checks.evaluator_code()
+    assert set(evaluator) == set(checks.EVALUATOR_MODULES)
+    assert all(run.code.items() >= evaluator.items() for run in plan)
+    study = StudyDir(tmp_path / "study")
+    state = {"runs": []}
+    first = study.merge_plan(state, plan, tmp_path / "s.toml", "")
+    # seqeval's protocol changes (an upgrade, a fix): every run of the spec is made again.
+    monkeypatch.setattr(checks, "evaluator_code",
+                        lambda: {**evaluator, "seqeval.protocol": "0" * 64})
+    again = study.merge_plan(state, expand_spec(spec, tmp_path), tmp_path / "s.toml", "")
+    assert {r["id"] for r in again}.isdisjoint(r["id"] for r in first)
+    old = [r for r in state["runs"] if standing(r) == STALE]
+    assert len(old) == 2 and all(r["stale_reason"] == "code of seqeval.protocol" for r in old)
+
+
+def test_a_run_of_a_study_made_before_the_evaluator_was_fingerprinted_says_so(tmp_path):
+    from seqeval.algorithms.checks import EVALUATOR_MODULES
+
+    study = StudyDir(tmp_path / "study")
+    plan = expand_spec({"study": {"agents": ["bc"], "datasets": ["d/x-v0"]}}, tmp_path)
+    state = {"runs": []}
+    [old] = study.merge_plan(state, plan, tmp_path / "s.toml", "")
+    old["code"] = {k: v for k, v in old["code"].items() if k not in EVALUATOR_MODULES}
+    old["key"] = "f" * 64  # its key was the hash of that record
+    [new] = study.merge_plan(state, plan, tmp_path / "s.toml", "")
+    assert standing(old) == STALE and old["superseded_by"] == new["id"]
+    assert old["stale_reason"] == ("evaluator code not recorded (made before seqeval "
+                                   "fingerprinted it)")
