@@ -79,12 +79,22 @@ def baseline_trainer(env: str, chunk: int, revision: str) -> Callable[[], None]:
     name = f"bench_sac_baseline_{revision.replace('/', '_')}"
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
     sys.modules[name] = module
-    exec(compile(source, f"{revision}:envs/sac.py", "exec"), module.__dict__)
+    try:
+        exec(compile(source, f"{revision}:envs/sac.py", "exec"), module.__dict__)
+    except ImportError as error:
+        raise SystemExit(f"--baseline {revision}: its envs/sac.py does not import beside this "
+                         f"tree ({error}); choose a later revision") from None
     recipe = RECIPES[env]
     observation_dim, action_dim = _dims(env)
-    config = module.SACConfig(hidden_dims=recipe.sac.actor_hidden_dims,
-                              batch_size=recipe.budget.batch_size)
-    agent = module.SAC(config, observation_dim, action_dim)
+    if hasattr(module, "Learner"):
+        # A builder that trains the shared SAC agent: its loop around the agent module of the
+        # working tree (the revision's file imports seqeval.algorithms.sac from here).
+        agent = module.Learner(recipe.sac, observation_dim, action_dim,
+                               recipe.budget.batch_size)
+    else:  # the builder's own SAC, before the agent was shared
+        config = module.SACConfig(hidden_dims=recipe.sac.actor_hidden_dims,
+                                  batch_size=recipe.budget.batch_size)
+        agent = module.SAC(config, observation_dim, action_dim)
     buffer = _filled(module.empty_buffer(CAPACITY, observation_dim, action_dim))
     state = [agent.init(jax.random.PRNGKey(0))]
 

@@ -37,3 +37,14 @@ def test_bench_eval_returns_agree_across_worker_counts():
     out = _run("bench_eval.py", "--envs", "halfcheetah", "--workers", "1,2", "--rounds", "1")
     rows = [line for line in out.splitlines() if line.startswith("| halfcheetah")]
     assert len(rows) == 2 and all(row.rstrip(" |").endswith("yes") for row in rows), out
+
+
+@pytest.mark.slow
+def test_bench_sac_times_the_builder_against_a_git_revision_and_steps_environments():
+    # HEAD's builder trained against itself, interleaved: its --baseline path had broken when
+    # the builder moved to the shared SAC agent, unnoticed until run.
+    out = _run("bench_sac.py", "--envs", "pendulum", "--baseline", "HEAD", "--updates", "50",
+               "--rounds", "2", "--env-steps", "200")
+    rates = [line for line in out.splitlines() if "updates/s" in line]
+    assert len(rates) == 2 and "HEAD:" in rates[1], out
+    assert any("env steps/s with  4 envs" in line for line in out.splitlines()), out
