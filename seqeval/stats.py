@@ -263,12 +263,14 @@ def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -
     arr = arr[~np.isnan(arr)]
     if arr.size == 0:
         return Interval(math.nan, math.nan, math.nan)
-    from scipy import stats as scipy_stats  # here: importing scipy.stats costs ~1 s at CLI start
+    # Student's t quantile (the same value as scipy.stats.t.ppf); scipy.special imports in
+    # ~0.2 s where scipy.stats takes ~0.65 s, paid by every report and the demo's figure.
+    from scipy.special import stdtrit
 
     center = float(arr.mean())
     if arr.size == 1:
         return Interval(center, math.nan, math.nan)
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, arr.size - 1)
+    half = float(stdtrit(arr.size - 1, 0.5 + confidence / 2.0)
                  * arr.std(ddof=1) / math.sqrt(arr.size))
     return Interval(center, center - half, center + half)
 
