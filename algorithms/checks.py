@@ -374,8 +374,12 @@ def evaluator_code() -> dict[str, str]:
 def evaluator_fingerprint() -> str:
     """A short hash of `evaluator_code`: a resumed run compares it with the one it started
     with, as it does the agent's."""
-    digest = hashlib.sha256(b"seqeval-evaluator")
-    for name, file_hash in evaluator_code().items():
+    return _short_digest("seqeval-evaluator", evaluator_code())
+
+
+def _short_digest(label: str, code: dict[str, str]) -> str:
+    digest = hashlib.sha256(label.encode())
+    for name, file_hash in code.items():
         digest.update(f"\0{name}\0{file_hash}".encode())
     return digest.hexdigest()[:FINGERPRINT_LENGTH]
 
@@ -384,7 +388,4 @@ def agent_fingerprint(agent: Agent) -> str:
     """A short hash of the agent's source code (`agent_code`): equal for the same code,
     different when any file it is made of changes. A resumed run compares it with the one it
     started with."""
-    digest = hashlib.sha256(f"seqeval-agent:{agent.name}".encode())
-    for name, file_hash in agent_code(agent).items():
-        digest.update(f"\0{name}\0{file_hash}".encode())
-    return digest.hexdigest()[:FINGERPRINT_LENGTH]
+    return _short_digest(f"seqeval-agent:{agent.name}", agent_code(agent))
