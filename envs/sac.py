@@ -74,10 +74,9 @@ class Learner:
         self.observation_dim, self.action_dim = observation_dim, action_dim
         self.batch_size = batch_size
         self.update_chunk = jax.jit(self._update_chunk, static_argnums=3, donate_argnums=0)
-        self.explore = jax.jit(functools.partial(sac.explore, config))
-        self.act = jax.jit(functools.partial(sac.act, config), static_argnums=3)
-        # The same with the key folded with a step number inside the program: an eager fold_in
-        # costs ~0.5 ms a call on a CPU, more than the policy (8 of a Pendulum build's 37 s).
+        # Exploring and acting with the key folded with a step number inside the program: an
+        # eager fold_in cost ~0.5 ms a call on a CPU, more than the policy (8 of a Pendulum
+        # build's 37 s).
         self.explore_at = jax.jit(lambda state, observations, key, step: sac.explore(
             config, state, observations, jax.random.fold_in(key, step)))
         self.act_at = jax.jit(lambda state, observations, key, step, deterministic: sac.act(

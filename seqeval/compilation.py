@@ -2,8 +2,8 @@
 
 A run compiles two kinds of program. The training programs, the policy and the explorer run for
 most of a run's time and get XLA's full optimisation. The others run once or a few times per run
-(the agents' vmapped `init`, the contract check's first actions, each seed's permutation, the
-prequential scorer), and on a CPU their compile time dwarfs their run time: XLA:CPU compiled
+(the agents' vmapped `init`, the contract check's first actions, each seed's permutation,
+retrain's member subsets), and on a CPU their compile time dwarfs their run time: XLA:CPU compiled
 TD3+BC's vmapped init for 4 seeds (a 1,400-line program) in 4.8 s at its defaults and in 0.4 s
 at optimisation level 0 without the fusion emitters (measured on the 2-core machine). Their
 results agree to float rounding (the inits differ by at most one ulp), and a run always compiles

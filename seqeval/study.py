@@ -14,10 +14,10 @@ A study directory (`seqeval sweep SPEC --out STUDY_DIR`) holds
 A run is what made its numbers: its key is a SHA-256 of the agent (its whole config, defaults
 included, and a hash of every file of its code: the agent's file and the seqeval and user
 modules it imports), seqeval's own modules that compute the numbers (checks.EVALUATOR_MODULES),
-the dataset (id and a hash of its content), the mode, the seeds and the
-whole protocol. The key is part of the run's directory name, so two runs never share one. A
-changed spec keeps the runs it shares with the old one; a run of the spec whose code, defaults
-or data changed gets a new key, so a new directory, and the old run is kept and marked stale.
+the dataset (id and a hash of its content), the mode, the seeds and the whole protocol. The key
+is part of the run's directory name, so two runs never share one. A changed spec keeps the runs
+it shares with the old one; a run of the spec whose code, defaults or data changed gets a new
+key, so a new directory, and the old run is kept and marked stale.
 Reports on a study read the runs of its current spec. seqeval.spec expands a spec into the
 plan; this module checks it against the data and records it; `seqeval.sweep` runs it on Ray.
 docs/sweeps.md is the spec reference.
